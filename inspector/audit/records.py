@@ -1,0 +1,120 @@
+"""Plain, read-only results of the store: what the UI, CLI and exports see (no ORM objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class User:
+    """A user as the store knows them now; never carries the password hash."""
+
+    id: str
+    name: str
+    role: str
+    active: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered model version with its activation state derived from the event log."""
+
+    id: int
+    weights_hash: str
+    backbone: str
+    manifest_hash: str
+    thresholds: dict[str, Any]
+    metrics: dict[str, Any]
+    model_dir: str
+    trained_by: str
+    created_at: datetime
+    active: bool = False
+    activated_by: str | None = None
+    activated_at: datetime | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """One recorded inspection; ``frame`` and the maps are decoded on request."""
+
+    id: int
+    uid: str
+    station: str
+    source: str
+    frame_index: int
+    frame_sha256: str
+    frame_path: Path
+    model_version_id: int
+    score: float
+    threshold: float
+    verdict: str
+    latency_ms: float
+    created_at: datetime
+    anomaly_map_sha256: str
+    gradcam_sha256: str | None
+    frame: np.ndarray | None = field(default=None, repr=False)
+    anomaly_map: np.ndarray | None = field(default=None, repr=False)
+    gradcam: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DecisionView:
+    """One decision joined with its inspection, user and model: a row of the auditor's table."""
+
+    id: int
+    created_at: datetime
+    user_id: str
+    user_name: str
+    user_role: str
+    decision: str
+    meaning: str
+    reason_code: str | None
+    reason_text: str | None
+    supersedes_id: int | None
+    superseded_by: int | None
+    inspection_id: int
+    station: str
+    source: str
+    frame_index: int
+    frame_sha256: str
+    model_version_id: int
+    weights_hash: str
+    backbone: str
+    score: float
+    threshold: float
+    verdict: str
+
+    @property
+    def disagrees(self) -> bool:
+        """True when the operator overruled the model (reject of OK, accept of DEFECT)."""
+        return disagrees(self.verdict, self.decision)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The chain's head as exported to a checkpoint file."""
+
+    store_id: str
+    count: int
+    hash: str
+    taken_at: str
+
+
+@dataclass
+class FlushResult:
+    """What ``flush_queue()`` did: ids recorded, records still waiting, records refused for good."""
+
+    recorded: list[tuple[str, int]] = field(default_factory=list)
+    remaining: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+
+def disagrees(verdict: str, decision: str) -> bool:
+    return (verdict == "OK" and decision == "reject") or (verdict == "DEFECT" and decision == "accept")

@@ -1,0 +1,67 @@
+"""Options and helpers shared by commands."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+DATA_ROOT_ENV = "INSPECTOR_DATA_ROOT"
+
+
+def root_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--root",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar=DATA_ROOT_ENV,
+        required=True,
+        help=f"Data root the manifest's paths are relative to (or set {DATA_ROOT_ENV}).",
+    )(f)
+
+
+def device_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="auto uses a CUDA GPU when there is one.",
+    )(f)
+
+
+class StageBars:
+    """A tqdm bar per named stage, fed by the core's ``progress(stage, done, total)`` callbacks."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bars: dict[str, tqdm] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        bar = self.bars.get(stage)
+        if bar is None:
+            self.close()  # one stage at a time: finished bars stay printed, no overlapping redraws
+            bar = self.bars[stage] = tqdm(total=total, desc=f"{stage:<12}", leave=True, dynamic_ncols=True)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def write_json(path: Path, doc: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def show_progress() -> bool:
+    return os.environ.get("INSPECTOR_NO_PROGRESS") is None

@@ -1,0 +1,57 @@
+"""``inspector data``: write and verify dataset manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from inspector.cli.common import root_option
+from inspector.errors import ManifestError
+from inspector.manifest import LAYOUTS, build_manifest, load_manifest, verify_manifest
+
+
+@click.group("data")
+def data() -> None:
+    """Dataset manifests: which images, labels, splits and checksums (never the images)."""
+
+
+@data.command("manifest")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--layout", type=click.Choice(LAYOUTS), required=True, help="How the folder is organised.")
+@click.option("--normal", default=None, help="Sub-folder of good images (layout folders).")
+@click.option("--train-count", type=click.IntRange(min=1), default=None, help="First N good images by name train.")
+@click.option("--name", default=None, help="Manifest name (default: the folder's name).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def manifest_cmd(directory: Path, layout: str, normal: str | None, train_count: int | None,
+                 name: str | None, output: Path) -> None:
+    """Write a manifest for DIRECTORY; paths in it are relative to DIRECTORY.
+
+    Example: inspector data manifest ../shared/data/pillqc --layout pillqc --train-count 100 -o pillqc.json
+    """
+    m = build_manifest(directory, layout, name=name, normal=normal, train_count=train_count)
+    m.save(output)
+    counts = {s: len(m.split(s)) for s in ("train", "val", "test")}
+    click.echo(f"wrote {output}: {len(m.items)} images ({counts['train']} train, {counts['val']} val, "
+               f"{counts['test']} test), defects: {', '.join(m.defects) or 'none'}")
+
+
+@data.command("verify")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@root_option
+def verify_cmd(manifest: Path, root: Path) -> None:
+    """Check that every file of MANIFEST exists under --root and matches its sha256.
+
+    Example: inspector data verify data_manifests/crack.json --root ../shared/data/crack
+    """
+    m = load_manifest(manifest)
+    problems = verify_manifest(m, root)
+    for p in problems:
+        click.echo(p)
+    if problems:
+        raise ManifestError(f"{len(problems)} problem(s) in {len(m.items)} files of {manifest}")
+    click.echo(f"ok: all {len(m.items)} files of {manifest} present with matching sha256")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(data)

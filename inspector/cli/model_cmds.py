@@ -1,0 +1,131 @@
+"""``inspector train | eval | predict | demo``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import cv2
+
+from inspector import demo as demo_mod
+from inspector.cli.common import StageBars, device_option, root_option, show_progress, write_json
+from inspector.evaluation import evaluate, format_report
+from inspector.images import read_image
+from inspector.manifest import load_manifest
+from inspector.overlay import panels
+from inspector.pipeline import Inspector
+from inspector.training import train
+from models.backbones import BACKBONES
+from models.patchcore import PatchCoreConfig
+
+
+@click.command("train")
+@click.option("--manifest", type=click.Path(path_type=Path), required=True)
+@root_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory to write.")
+@click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="efficientnet_lite0", show_default=True)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Local weights file (needed for resnet18 / wide_resnet50_2; never downloaded).")
+@click.option("--layers", default=None, help="Comma-separated backbone stages (default: the backbone's pair).")
+@click.option("--input-size", type=click.IntRange(min=32), default=None, help="Square input size in pixels.")
+@click.option("--coreset-ratio", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True)
+@click.option("--target-frr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
+              show_default=True, help="False-reject rate the threshold aims at (good-only calibration).")
+@device_option
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_cmd(manifest: Path, root: Path, out: Path, backbone: str, weights: str | None, layers: str | None,
+              input_size: int | None, coreset_ratio: float, target_frr: float, device: str, seed: int) -> None:
+    """Fit PatchCore on the manifest's good training images, calibrate the threshold, save.
+
+    Example: inspector train --manifest data_manifests/pillqc.json --root ../shared/data/pillqc --out models_out/pill
+    """
+    m = load_manifest(manifest)
+    defaults = PatchCoreConfig()
+    spec_layers = BACKBONES[backbone].default_layers if backbone != defaults.backbone else defaults.layers
+    config = PatchCoreConfig(
+        backbone=backbone,
+        layers=tuple(layers.split(",")) if layers else spec_layers,
+        input_size=input_size or defaults.input_size,
+        coreset_ratio=coreset_ratio,
+        seed=seed,
+        weights=weights,
+    )
+    bars = StageBars(show_progress())
+    try:
+        result = train(m, root, out, config=config, device=device, target_frr=target_frr, progress=bars)
+    finally:
+        bars.close()
+    t = result.thresholds
+    click.echo(f"trained {out}: memory bank {result.memory_bank_shape[0]} x {result.memory_bank_shape[1]} "
+               f"from {result.n_train} good images in {result.fit_seconds:.1f} s")
+    click.echo(f"threshold {t.decision:.4f} ({t.method}, {result.n_calibration} calibration images), "
+               f"review from {t.review:.4f}")
+
+
+@click.command("eval")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--manifest", type=click.Path(path_type=Path), required=True)
+@root_option
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@device_option
+def eval_cmd(model_dir: Path, manifest: Path, root: Path, json_out: Path, device: str) -> None:
+    """Evaluate a model on the manifest's test split; write the figures as JSON.
+
+    Example: inspector eval --model models_out/pill --manifest data_manifests/pillqc.json --root ../shared/data/pillqc --json eval.json
+    """
+    inspector = Inspector.load(model_dir, device)
+    m = load_manifest(manifest)
+    bars = StageBars(show_progress())
+    try:
+        ev = evaluate(inspector, m, root, progress=lambda a, b: bars("scoring", a, b))
+    finally:
+        bars.close()
+    write_json(json_out, ev.report)
+    click.echo(format_report(ev.report))
+
+
+@click.command("predict")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@device_option
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+def predict_cmd(model_dir: Path, out: Path, device: str, images: tuple[Path, ...]) -> None:
+    """Score IMAGES; write a JSON (score, threshold, verdict) and an overlay PNG for each.
+
+    Example: inspector predict --model models_out/pill --out predictions ../shared/data/pillqc/chip/*.jpg
+    """
+    inspector = Inspector.load(model_dir, device)
+    frames = [(p, read_image(p)) for p in images]  # read all first: a bad file fails before any output
+    out.mkdir(parents=True, exist_ok=True)
+    t = inspector.thresholds
+    for path, frame in frames:
+        r = inspector.inspect_images([frame], sources=[str(path)])[0]
+        doc = {"image": str(path), "score": r.score, "threshold": r.threshold, "review_threshold": r.review_threshold,
+               "verdict": r.verdict, "latency_ms": round(r.latency_ms, 2), "frame_sha256": r.frame_sha256,
+               "model": inspector.info.weights_sha256}
+        write_json(out / f"{path.stem}.json", doc)
+        png = panels(frame, [("anomaly map", r.anomaly_map, t.map_low, t.map_high, t.decision)],
+                     header=f"{r.verdict}  score {r.score:.3f} / thr {r.threshold:.3f}")
+        cv2.imwrite(str(out / f"{path.stem}.png"), cv2.cvtColor(png, cv2.COLOR_RGB2BGR))
+        click.echo(f"{path}: {r.verdict} (score {r.score:.4f}, threshold {r.threshold:.4f})")
+
+
+@click.command("demo")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the synthetic data and models go (default: the user cache folder).")
+@device_option
+def demo_cmd(workdir: Path | None, device: str) -> None:
+    """Make synthetic data, train on it, evaluate, and print the figures. Needs no downloads."""
+    bars = StageBars(show_progress())
+    try:
+        reports = demo_mod.run_demo(workdir, device=device, progress=bars, echo=click.echo)
+    finally:
+        bars.close()
+    click.echo(json.dumps({k: {"image_auroc": v["image_auroc"], "pixel_auroc": v["pixel_auroc"]}
+                           for k, v in reports.items()}))
+
+
+def register(main: click.Group) -> None:
+    for cmd in (train_cmd, eval_cmd, predict_cmd, demo_cmd):
+        main.add_command(cmd)

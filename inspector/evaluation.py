@@ -1,0 +1,102 @@
+"""Evaluation of a trained model on a manifest's test split, in the names the CLI contract uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from inspector import metrics
+from inspector.errors import ImageError, ManifestError
+from inspector.images import read_image
+from inspector.manifest import Manifest, resolve
+from inspector.pipeline import Inspector
+from inspector.training import load_items
+
+
+@dataclass
+class Evaluation:
+    report: dict[str, Any]
+    scores: np.ndarray
+    labels: np.ndarray
+    defects: list[str | None]
+    paths: list[str]
+
+
+def _load_masks(manifest_items: list, root: str | Path, shapes: list[tuple[int, int]], size: int) -> np.ndarray | None:
+    if not all(it.mask or not it.is_anomalous for it in manifest_items):
+        return None
+    masks = []
+    for it, shape in zip(manifest_items, shapes, strict=True):
+        if it.mask:
+            m = read_image(resolve(root, it.mask))[:, :, 0]
+        else:
+            m = np.zeros(shape, np.uint8)
+        masks.append(cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) > 127)
+    return np.stack(masks)
+
+
+def evaluate(
+    inspector: Inspector,
+    manifest: Manifest,
+    root: str | Path,
+    *,
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> Evaluation:
+    """Scores the test split and computes the contract's figures (pixel ones need masks)."""
+    items = manifest.split("test")
+    if not items:
+        raise ManifestError(f"{manifest.source_file or manifest.name}: no images in the test split")
+    size = inspector.model.config.input_size
+    scores, maps_small, shapes = [], [], []
+    for i in range(0, len(items), batch_size):
+        chunk = items[i : i + batch_size]
+        images = load_items(chunk, root)
+        shapes += [im.shape[:2] for im in images]
+        for r in inspector.inspect_images(images):
+            scores.append(r.score)
+            maps_small.append(cv2.resize(r.anomaly_map, (size, size), interpolation=cv2.INTER_AREA))
+        if progress:
+            progress(min(i + batch_size, len(items)), len(items))
+    s = np.array(scores)
+    labels = np.array([it.is_anomalous for it in items], dtype=int)
+    defects = [it.defect for it in items]
+    try:
+        masks = _load_masks(items, root, shapes, size)
+    except ImageError as exc:
+        raise ManifestError(f"cannot read a mask: {exc}") from None
+    maps = np.stack(maps_small)
+    frr, miss = metrics.rates_at(s, labels, inspector.thresholds.decision)
+    report = {
+        "image_auroc": metrics.image_auroc(s, labels),
+        "per_defect": metrics.per_defect_auroc(s, labels, defects),
+        "pixel_auroc": metrics.pixel_auroc(maps, masks) if masks is not None else None,
+        "aupro": metrics.aupro(maps, masks) if masks is not None else None,
+        "f1_max": metrics.f1_max(s, labels),
+        "threshold": inspector.thresholds.decision,
+        "false_reject_rate": frr,
+        "miss_rate": miss,
+        "n_normal": int((labels == 0).sum()),
+        "n_anomalous": int((labels == 1).sum()),
+    }
+    return Evaluation(report, s, labels, defects, [it.path for it in items])
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A short table for the terminal."""
+    def f(v: Any) -> str:
+        return "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+    lines = [f"{'image AUROC':<22}{f(report['image_auroc'])}"]
+    lines += [f"{'  ' + name:<22}{f(v)}" for name, v in report["per_defect"].items()]
+    for key, label in (("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"), ("f1_max", "F1 max"),
+                       ("threshold", "threshold"), ("false_reject_rate", "false-reject rate"),
+                       ("miss_rate", "miss rate")):
+        lines.append(f"{label:<22}{f(report[key])}")
+    lines.append(f"{'images':<22}{report['n_normal']} good, {report['n_anomalous']} defective")
+    return "\n".join(lines)

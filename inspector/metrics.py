@@ -1,0 +1,76 @@
+"""Evaluation figures, from scikit-learn where it has them.
+
+AUPRO (Bergmann et al., MVTec AD) is not in scikit-learn; it is computed here from connected
+components of the ground-truth masks, integrated up to a false-positive rate of 0.3.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from inspector.calibration import f1_optimal_threshold
+
+
+def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    if len(np.unique(labels)) < 2:
+        return None
+    return float(roc_auc_score(labels, scores))
+
+
+def per_defect_auroc(scores: np.ndarray, labels: np.ndarray, defects: list[str | None]) -> dict[str, float]:
+    """AUROC of good images against each defect type alone."""
+    out = {}
+    for name in sorted({d for d in defects if d}):
+        sel = np.array([lab == 0 or d == name for lab, d in zip(labels, defects, strict=True)])
+        auc = image_auroc(scores[sel], labels[sel])
+        if auc is not None:
+            out[name] = auc
+    return out
+
+
+def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float | None:
+    y = (masks > 0).ravel()
+    if y.all() or not y.any():
+        return None
+    return float(roc_auc_score(y, maps.ravel()))
+
+
+def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, steps: int = 200) -> float | None:
+    """Normalised area under the per-region-overlap curve up to ``fpr_limit``."""
+    masks = masks > 0
+    if not masks.any() or masks.all():
+        return None
+    regions = []
+    for i, m in enumerate(masks):
+        n, lab = cv2.connectedComponents(m.astype(np.uint8))
+        regions += [(i, lab == k) for k in range(1, n)]
+    neg = maps[~masks]
+    thresholds = np.quantile(neg, np.linspace(1.0, 1.0 - fpr_limit, steps))
+    fprs, pros = [], []
+    for t in thresholds:
+        fprs.append(float((neg >= t).mean()))
+        pros.append(float(np.mean([(maps[i][r] >= t).mean() for i, r in regions])))
+    fprs_a, pros_a = np.array(fprs), np.array(pros)
+    order = np.argsort(fprs_a)
+    fprs_a, pros_a = fprs_a[order], pros_a[order]
+    keep = fprs_a <= fpr_limit
+    if keep.sum() < 2:
+        return None
+    area = np.trapezoid(pros_a[keep], fprs_a[keep])
+    return float(area / fpr_limit)
+
+
+def rates_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float | None, float | None]:
+    """False-reject rate (good parts called defective) and miss rate (defects called good)."""
+    good, bad = scores[labels == 0], scores[labels == 1]
+    frr = float((good >= threshold).mean()) if len(good) else None
+    miss = float((bad < threshold).mean()) if len(bad) else None
+    return frr, miss
+
+
+def f1_max(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    if len(np.unique(labels)) < 2:
+        return None
+    return f1_optimal_threshold(scores, labels)[1]

@@ -1,0 +1,108 @@
+"""One rendering of anomaly maps for the CLI, the app and the audit export.
+
+The colour range is fixed by the model's calibration (``Thresholds.map_low``/``map_high``), not
+stretched to each frame's maximum, so a good part looks calm and two frames compare at a glance.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+COLORMAP = cv2.COLORMAP_JET
+
+
+def normalise(amap: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map values to [0, 1] over a fixed range."""
+    if high <= low:
+        raise ValueError(f"overlay range must have high > low, got [{low}, {high}]")
+    return np.clip((amap.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+
+
+def colourise(unit: np.ndarray) -> np.ndarray:
+    """[0, 1] map to RGB uint8 with the shared colour map."""
+    if unit.ndim != 2:
+        raise ValueError(f"expected a 2-D map, got shape {unit.shape}")
+    bgr = cv2.applyColorMap((unit * 255).astype(np.uint8), COLORMAP)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def overlay(
+    image: np.ndarray,
+    amap: np.ndarray,
+    low: float,
+    high: float,
+    *,
+    opacity: float = 0.45,
+    contour_level: float | None = None,
+    contour_colour: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """Blends a map over an RGB uint8 image; pixels below ``low`` stay untinted.
+
+    ``contour_level`` (in map units, usually the decision threshold) outlines the region above it.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError("overlay needs an RGB uint8 image")
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    h, w = image.shape[:2]
+    if amap.shape != (h, w):
+        amap = cv2.resize(amap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    unit = normalise(amap, low, high)
+    colour = colourise(unit).astype(np.float32)
+    alpha = (opacity * np.clip(unit * 3.0, 0.0, 1.0))[..., None]  # calm areas stay see-through
+    out = image.astype(np.float32) * (1 - alpha) + colour * alpha
+    result = np.clip(out, 0, 255).astype(np.uint8)
+    if contour_level is not None:
+        region = (amap >= contour_level).astype(np.uint8)
+        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(result, contours, -1, contour_colour, max(1, min(h, w) // 150), cv2.LINE_AA)
+    return result
+
+
+def colour_bar(height: int, low: float, high: float, threshold: float | None = None, width: int = 56) -> np.ndarray:
+    """A vertical colour bar with its range and the threshold marked, RGB uint8."""
+    bar = colourise(np.linspace(1, 0, height)[:, None].repeat(14, axis=1))
+    panel = np.full((height, width, 3), 255, np.uint8)
+    panel[:, 4:18] = bar
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(panel, f"{high:.2g}", (20, 12), font, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(panel, f"{low:.2g}", (20, height - 4), font, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+    if threshold is not None and high > low:
+        y = int((1 - np.clip((threshold - low) / (high - low), 0, 1)) * (height - 1))
+        cv2.line(panel, (0, y), (22, y), (0, 0, 0), 1)
+        cv2.putText(panel, "thr", (24, max(10, y + 4)), font, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+    return panel
+
+
+def _titled(panel: np.ndarray, title: str) -> np.ndarray:
+    bar = np.full((22, panel.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, title, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([bar, panel])
+
+
+def panels(
+    image: np.ndarray,
+    named_maps: list[tuple[str, np.ndarray, float, float, float | None]],
+    *,
+    header: str = "",
+    opacity: float = 0.45,
+    display: int = 320,
+) -> np.ndarray:
+    """``frame | map | map ...`` side by side with titles and a colour bar per map.
+
+    Each map entry is (title, map, low, high, contour level or None).
+    """
+    scale = display / max(image.shape[:2])
+    size = (max(1, int(image.shape[1] * scale)), max(1, int(image.shape[0] * scale)))
+    base = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    tiles = [_titled(base, header or "frame")]
+    for title, amap, low, high, level in named_maps:
+        m = cv2.resize(amap.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+        ov = overlay(base, m, low, high, opacity=opacity, contour_level=level)
+        tiles.append(_titled(np.hstack([ov, colour_bar(size[1], low, high, level)]), title))
+    gap = np.full((tiles[0].shape[0], 6, 3), 255, np.uint8)
+    row: list[np.ndarray] = []
+    for t in tiles:
+        row += [t, gap]
+    return np.hstack(row[:-1])

@@ -1,0 +1,138 @@
+"""The inspection pipeline: frame -> model -> result, with the model's provenance attached.
+
+``Inspector`` is the one object the CLI, the headless station and the app share. It owns the
+model and its device; callers hand it frames and get plain results back (numpy, floats), so
+nothing above this layer touches torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from inspector.calibration import Thresholds
+from inspector.errors import ModelError
+from inspector.images import frame_sha256
+from inspector.preprocess import resolve_device, to_batch
+from models.backbones import BackboneError
+from models.patchcore import ModelFileError, PatchCore, load_patchcore
+from models.patchcore.serialization import read_model_json
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an audit record needs to say which model decided."""
+
+    model_dir: str
+    weights_sha256: str
+    backbone: str
+    layers: tuple[str, ...]
+    input_size: int
+    manifest_sha256: str | None
+    metrics: dict[str, Any]
+    trained_at: str | None
+
+
+@dataclass
+class InspectionResult:
+    frame_index: int
+    source: str
+    image: np.ndarray  # RGB uint8 as received
+    score: float
+    threshold: float
+    review_threshold: float
+    verdict: str  # OK | REVIEW | DEFECT
+    anomaly_map: np.ndarray  # float32, frame-sized, in score units
+    latency_ms: float
+    frame_sha256: str
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Inspector:
+    """A loaded model with its thresholds, ready to inspect frames in batches."""
+
+    def __init__(self, model: PatchCore, thresholds: Thresholds, info: ModelInfo) -> None:
+        self.model = model
+        self.thresholds = thresholds
+        self.info = info
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "auto") -> Inspector:
+        dev = resolve_device(device)
+        try:
+            model, meta = load_patchcore(model_dir, dev)
+            doc = read_model_json(model_dir)
+        except (ModelFileError, BackboneError) as exc:
+            raise ModelError(str(exc)) from None
+        if "thresholds" not in meta:
+            raise ModelError(f"model {model_dir} has no calibrated thresholds; retrain it with inspector train")
+        thresholds = Thresholds.from_json(meta["thresholds"])
+        info = ModelInfo(
+            str(Path(model_dir).resolve()),
+            str(doc["memory_bank_sha256"]),
+            model.config.backbone,
+            tuple(model.config.layers),
+            model.config.input_size,
+            meta.get("manifest_sha256"),
+            meta.get("metrics", {}),
+            meta.get("trained_at"),
+        )
+        return cls(model, thresholds, info)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.mean.device
+
+    def inspect_images(
+        self, images: Sequence[np.ndarray], *, sources: Sequence[str] | None = None, start_index: int = 0
+    ) -> list[InspectionResult]:
+        """Scores a batch of RGB uint8 frames; maps come back at each frame's own size."""
+        if not images:
+            return []
+        t0 = time.perf_counter()
+        batch = to_batch(images, self.model.config.input_size)
+        pred = self.model.predict(batch)
+        scores = pred.score.float().cpu().numpy()
+        maps = pred.anomaly_map.float().cpu().numpy()
+        per_frame_ms = (time.perf_counter() - t0) * 1000 / len(images)
+        results = []
+        for i, (img, s, m) in enumerate(zip(images, scores, maps, strict=True)):
+            h, w = img.shape[:2]
+            full = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) if (h, w) != m.shape else m
+            results.append(
+                InspectionResult(
+                    start_index + i,
+                    sources[i] if sources else f"frame {start_index + i}",
+                    img,
+                    float(s),
+                    self.thresholds.decision,
+                    self.thresholds.review,
+                    self.thresholds.verdict(float(s)),
+                    full.astype(np.float32),
+                    per_frame_ms,
+                    frame_sha256(img),
+                )
+            )
+        return results
+
+    def inspect_stream(
+        self, frames: Iterable[tuple[str, np.ndarray]], batch_size: int = 1
+    ) -> Iterator[InspectionResult]:
+        """Yields one result per (name, frame); batching trades latency for throughput."""
+        pending: list[tuple[str, np.ndarray]] = []
+        index = 0
+        for item in frames:
+            pending.append(item)
+            if len(pending) >= batch_size:
+                yield from self.inspect_images([f for _, f in pending], sources=[n for n, _ in pending], start_index=index)
+                index += len(pending)
+                pending = []
+        if pending:
+            yield from self.inspect_images([f for _, f in pending], sources=[n for n, _ in pending], start_index=index)

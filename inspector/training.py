@@ -1,0 +1,158 @@
+"""Training from a manifest: check the files, fit PatchCore on good images, calibrate, save.
+
+The good training images are split once, by a seeded shuffle, into the images the memory bank
+is built from and a held-out share that calibrates the threshold; a validation split with
+defective images, where the manifest has one, calibrates it instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inspector.calibration import DEFAULT_TARGET_FRR, Thresholds, calibrate_good_only, calibrate_labelled
+from inspector.errors import ConfigError, ImageError, ManifestError
+from inspector.images import decode_image, sha256_bytes
+from inspector.manifest import Manifest, ManifestItem, require_training_items, resolve
+from inspector.preprocess import resolve_device, to_batch
+from models.backbones import BackboneError
+from models.patchcore import PatchCore, PatchCoreConfig, save_patchcore
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    thresholds: Thresholds
+    fit_seconds: float
+    n_train: int
+    n_calibration: int
+    memory_bank_shape: tuple[int, ...]
+
+
+def load_items(
+    items: Sequence[ManifestItem], root: str | Path, *, check_sha: bool = True
+) -> list[np.ndarray]:
+    """Reads manifest items as RGB uint8, refusing a file whose checksum does not match."""
+    images = []
+    for it in items:
+        p = resolve(root, it.path)
+        if not p.is_file():
+            raise ImageError(f"{p}: file not found (listed in the manifest as {it.path})")
+        data = p.read_bytes()
+        if check_sha and sha256_bytes(data) != it.sha256:
+            raise ManifestError(f"checksum mismatch: {it.path} differs from the manifest (run inspector data verify)")
+        images.append(decode_image(data, str(p)))
+    return images
+
+
+def batches(images: Sequence[np.ndarray], size: int, batch_size: int) -> Iterator[torch.Tensor]:
+    for i in range(0, len(images), batch_size):
+        yield to_batch(images[i : i + batch_size], size)
+
+
+def score_images(
+    model: PatchCore, images: Sequence[np.ndarray], batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image scores and anomaly maps (at input size) for a list of frames."""
+    scores, maps = [], []
+    for b in batches(images, model.config.input_size, batch_size):
+        pred = model.predict(b)
+        scores.append(pred.score.float().cpu().numpy())
+        maps.append(pred.anomaly_map.float().cpu().numpy())
+    return np.concatenate(scores), np.concatenate(maps)
+
+
+def split_holdout(items: list[ManifestItem], share: float, seed: int) -> tuple[list[ManifestItem], list[ManifestItem]]:
+    if not 0 <= share < 1:
+        raise ConfigError("held-out share must be in [0, 1)")
+    n_hold = int(round(len(items) * share))
+    if share > 0:
+        n_hold = max(1, n_hold)
+    if len(items) - n_hold < 1:
+        raise ManifestError("too few good training images to hold some out for calibration")
+    order = np.random.default_rng(seed).permutation(len(items))
+    hold = sorted(order[:n_hold].tolist())
+    return [items[i] for i in range(len(items)) if i not in set(hold)], [items[i] for i in hold]
+
+
+def train(
+    manifest: Manifest,
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    config: PatchCoreConfig | None = None,
+    device: str = "auto",
+    holdout_share: float = 0.1,
+    target_frr: float = DEFAULT_TARGET_FRR,
+    batch_size: int = 16,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    trained_by: str | None = None,
+) -> TrainResult:
+    """Fits, calibrates and saves a model; returns where and how it went."""
+    config = config or PatchCoreConfig()
+    if not 0 < config.coreset_ratio <= 1:
+        raise ConfigError(f"coreset ratio must be in (0, 1], got {config.coreset_ratio}")
+    dev = resolve_device(device)
+    good = require_training_items(manifest)
+    val = manifest.split("val")
+    labelled_val = len({it.label for it in val}) == 2
+    fit_items, hold_items = (good, []) if labelled_val else split_holdout(good, holdout_share, config.seed)
+    if progress:
+        progress("loading", 0, len(fit_items))
+    fit_images = load_items(fit_items, root)
+    torch.manual_seed(config.seed)
+    try:
+        model = PatchCore(config).to(dev)
+    except BackboneError as exc:
+        raise ConfigError(str(exc)) from None
+    start = dt.datetime.now(dt.UTC)
+    tic = time.perf_counter()
+    n_batches = (len(fit_images) + batch_size - 1) // batch_size
+    model.fit(
+        batches(fit_images, config.input_size, batch_size),
+        total_batches=n_batches,
+        progress=progress,
+        should_stop=should_stop,
+    )
+    fit_s = time.perf_counter() - tic
+    if labelled_val:
+        val_images = load_items(val, root)
+        scores, maps = score_images(model, val_images, batch_size)
+        labels = np.array([it.is_anomalous for it in val], dtype=int)
+        thresholds = calibrate_labelled(scores, labels, maps[labels == 0])
+        n_cal = len(val)
+    elif hold_items:
+        hold_images = load_items(hold_items, root)
+        scores, maps = score_images(model, hold_images, batch_size)
+        thresholds = calibrate_good_only(scores, maps, target_frr)
+        n_cal = len(hold_items)
+    else:
+        raise ConfigError("no calibration images: use a held-out share > 0 or a validation split")
+    if progress:
+        progress("calibration", n_cal, n_cal)
+    meta: dict[str, Any] = {
+        "thresholds": thresholds.to_json(),
+        "manifest_name": manifest.name,
+        "manifest_sha256": manifest.content_hash(),
+        "n_train_images": len(fit_items),
+        "n_calibration_images": n_cal,
+        "fit_seconds": round(fit_s, 3),
+        "device": str(dev),
+        "trained_at": start.isoformat(),
+        "trained_by": trained_by,
+        "calibration_scores": [float(s) for s in scores],
+        "python": platform.python_version(),
+    }
+    out = save_patchcore(model, out_dir, meta)
+    return TrainResult(out, thresholds, fit_s, len(fit_items), n_cal, tuple(model.memory_bank.shape))

