@@ -47,8 +47,14 @@ class Thresholds:
     def with_decision(self, value: float) -> Thresholds:
         """A copy with a new decision threshold; the review band keeps its relative width."""
         ratio = self.review / self.decision if self.decision > 0 else 1.0
-        return Thresholds(value, value * ratio, self.map_low, value * self.map_high / self.decision
-                          if self.decision > 0 else self.map_high, "manual", self.target_frr)
+        return Thresholds(
+            value,
+            value * ratio,
+            self.map_low,
+            value * self.map_high / self.decision if self.decision > 0 else self.map_high,
+            "manual",
+            self.target_frr,
+        )
 
 
 def f1_optimal_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -79,9 +85,7 @@ def calibrate_good_only(
     return Thresholds(decision, review, low, high, "good-only quantile", target_frr)
 
 
-def calibrate_labelled(
-    scores: np.ndarray, labels: np.ndarray, good_maps: np.ndarray | None = None
-) -> Thresholds:
+def calibrate_labelled(scores: np.ndarray, labels: np.ndarray, good_maps: np.ndarray | None = None) -> Thresholds:
     """F1-optimal decision threshold on validation images with both classes."""
     decision, _ = f1_optimal_threshold(scores, labels)
     good = scores[labels == 0]

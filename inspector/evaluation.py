@@ -89,14 +89,20 @@ def evaluate(
 
 def format_report(report: dict[str, Any]) -> str:
     """A short table for the terminal."""
+
     def f(v: Any) -> str:
         return "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
     lines = [f"{'image AUROC':<22}{f(report['image_auroc'])}"]
     lines += [f"{'  ' + name:<22}{f(v)}" for name, v in report["per_defect"].items()]
-    for key, label in (("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"), ("f1_max", "F1 max"),
-                       ("threshold", "threshold"), ("false_reject_rate", "false-reject rate"),
-                       ("miss_rate", "miss rate")):
+    for key, label in (
+        ("pixel_auroc", "pixel AUROC"),
+        ("aupro", "AUPRO"),
+        ("f1_max", "F1 max"),
+        ("threshold", "threshold"),
+        ("false_reject_rate", "false-reject rate"),
+        ("miss_rate", "miss rate"),
+    ):
         lines.append(f"{label:<22}{f(report[key])}")
     lines.append(f"{'images':<22}{report['n_normal']} good, {report['n_anomalous']} defective")
     return "\n".join(lines)

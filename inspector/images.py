@@ -42,7 +42,9 @@ def to_rgb8(array: np.ndarray, name: str = "frame") -> np.ndarray:
     else:
         raise ImageError(f"{name}: unsupported pixel type {a.dtype}")
     if min(out.shape[:2]) < MIN_SIDE:
-        raise ImageError(f"{name}: image is {out.shape[1]}x{out.shape[0]} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+        raise ImageError(
+            f"{name}: image is {out.shape[1]}x{out.shape[0]} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed"
+        )
     return np.ascontiguousarray(out)
 
 

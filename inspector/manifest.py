@@ -196,9 +196,7 @@ def _images_in(folder: Path) -> list[Path]:
 
 def _item(root: Path, p: Path, label: str, split: str, defect: str | None, mask: Path | None) -> ManifestItem:
     rel = p.relative_to(root).as_posix()
-    return ManifestItem(
-        rel, label, split, sha256_file(p), defect, mask.relative_to(root).as_posix() if mask else None
-    )
+    return ManifestItem(rel, label, split, sha256_file(p), defect, mask.relative_to(root).as_posix() if mask else None)
 
 
 def build_manifest(
@@ -208,6 +206,7 @@ def build_manifest(
     name: str | None = None,
     normal: str | None = None,
     train_count: int | None = None,
+    defect_names: dict[str, str] | None = None,
 ) -> Manifest:
     """Writes a manifest for a folder of images.
 
@@ -249,7 +248,8 @@ def build_manifest(
                 for j, p in enumerate(files):
                     items.append(_item(root, p, "normal", "train" if j < n_train else "test", None, None))
             else:
-                items.extend(_item(root, p, "anomalous", "test", cls.name, None) for p in files)
+                defect = (defect_names or {}).get(cls.name, cls.name)
+                items.extend(_item(root, p, "anomalous", "test", defect, None) for p in files)
     if not items:
         raise ManifestError(f"no images found in {root} for layout '{layout}'")
     return Manifest(name or root.name, items)

@@ -37,7 +37,7 @@ def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float | None:
     return float(roc_auc_score(y, maps.ravel()))
 
 
-def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, steps: int = 200) -> float | None:
+def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, steps: int = 400) -> float | None:
     """Normalised area under the per-region-overlap curve up to ``fpr_limit``."""
     masks = masks > 0
     if not masks.any() or masks.all():
@@ -47,18 +47,21 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, steps: in
         n, lab = cv2.connectedComponents(m.astype(np.uint8))
         regions += [(i, lab == k) for k in range(1, n)]
     neg = maps[~masks]
-    thresholds = np.quantile(neg, np.linspace(1.0, 1.0 - fpr_limit, steps))
-    fprs, pros = [], []
+    # Thresholds over the whole value range (not only the good pixels': they may all tie).
+    thresholds = np.linspace(float(maps.max()), float(maps.min()), steps)
+    fprs, pros = [0.0], [0.0]
     for t in thresholds:
         fprs.append(float((neg >= t).mean()))
         pros.append(float(np.mean([(maps[i][r] >= t).mean() for i, r in regions])))
-    fprs_a, pros_a = np.array(fprs), np.array(pros)
-    order = np.argsort(fprs_a)
-    fprs_a, pros_a = fprs_a[order], pros_a[order]
-    keep = fprs_a <= fpr_limit
-    if keep.sum() < 2:
-        return None
-    area = np.trapezoid(pros_a[keep], fprs_a[keep])
+    fpr_a, pro_a = np.array(fprs), np.array(pros)
+    order = np.argsort(fpr_a, kind="stable")
+    fpr_a, pro_a = fpr_a[order], pro_a[order]
+    # Cut the curve at fpr_limit, interpolating the value there.
+    pro_at_limit = float(np.interp(fpr_limit, fpr_a, pro_a))
+    keep = fpr_a < fpr_limit
+    fpr_a = np.append(fpr_a[keep], fpr_limit)
+    pro_a = np.append(pro_a[keep], pro_at_limit)
+    area = np.trapezoid(pro_a, fpr_a)
     return float(area / fpr_limit)
 
 

@@ -131,7 +131,9 @@ class Inspector:
         for item in frames:
             pending.append(item)
             if len(pending) >= batch_size:
-                yield from self.inspect_images([f for _, f in pending], sources=[n for n, _ in pending], start_index=index)
+                yield from self.inspect_images(
+                    [f for _, f in pending], sources=[n for n, _ in pending], start_index=index
+                )
                 index += len(pending)
                 pending = []
         if pending:

@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspector.manifest import Manifest, ManifestItem
 from inspector.images import sha256_file
+from inspector.manifest import Manifest, ManifestItem
 
 DATASETS = ("surface", "pill")
 DEFECTS = {"surface": ("crack",), "pill": ("chip", "dirt")}
@@ -128,7 +128,8 @@ def write_dataset(
     seed: int = 0,
     size: int = 128,
 ) -> Manifest:
-    """Writes images and masks under ``root/kind`` and returns a manifest relative to ``root``."""
+    """Writes images under ``root/kind/<class>`` and masks under ``root/kind-masks``, so the
+    image folder also works with ``--layout folders``; returns a manifest relative to ``root``."""
     root = Path(root)
     base = root / kind
     items: list[ManifestItem] = []
@@ -142,7 +143,7 @@ def write_dataset(
         cv2.imwrite(str(img_path), cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
         mask_rel = None
         if defect is not None:
-            mask_path = base / "masks" / folder / f"{folder}_{idx:04d}_mask.png"
+            mask_path = root / f"{kind}-masks" / folder / f"{folder}_{idx:04d}_mask.png"
             mask_path.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(mask_path), sample.mask)
             mask_rel = mask_path.relative_to(root).as_posix()

@@ -39,9 +39,7 @@ class TrainResult:
     memory_bank_shape: tuple[int, ...]
 
 
-def load_items(
-    items: Sequence[ManifestItem], root: str | Path, *, check_sha: bool = True
-) -> list[np.ndarray]:
+def load_items(items: Sequence[ManifestItem], root: str | Path, *, check_sha: bool = True) -> list[np.ndarray]:
     """Reads manifest items as RGB uint8, refusing a file whose checksum does not match."""
     images = []
     for it in items:
@@ -60,9 +58,7 @@ def batches(images: Sequence[np.ndarray], size: int, batch_size: int) -> Iterato
         yield to_batch(images[i : i + batch_size], size)
 
 
-def score_images(
-    model: PatchCore, images: Sequence[np.ndarray], batch_size: int = 16
-) -> tuple[np.ndarray, np.ndarray]:
+def score_images(model: PatchCore, images: Sequence[np.ndarray], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Image scores and anomaly maps (at input size) for a list of frames."""
     scores, maps = [], []
     for b in batches(images, model.config.input_size, batch_size):

@@ -75,9 +75,7 @@ def _build_efficientnet_lite0(weights: str | None, pretrained: bool) -> nn.Modul
     # The package's file uses the original TF-port names; its tensors are in timm's order
     # (296 tensors, same shapes), so they map one-to-one by position.
     if len(source) != len(target):
-        raise BackboneError(
-            f"weights file {path} has {len(source)} tensors, efficientnet_lite0 needs {len(target)}"
-        )
+        raise BackboneError(f"weights file {path} has {len(source)} tensors, efficientnet_lite0 needs {len(target)}")
     mapped = {}
     for (key, dst), src in zip(target.items(), source.values(), strict=True):
         if tuple(src.shape) != tuple(dst.shape):
@@ -99,17 +97,14 @@ def _torchvision_builder(arch: str) -> Callable[[str | None, bool], nn.Module]:
             return model
         if not weights:
             raise BackboneError(
-                f"backbone '{arch}' needs a local weights file (--weights FILE); "
-                "inspector never downloads weights"
+                f"backbone '{arch}' needs a local weights file (--weights FILE); inspector never downloads weights"
             )
         state = _read_state_dict(Path(weights), arch)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
             first = str(exc).splitlines()[1] if len(str(exc).splitlines()) > 1 else str(exc)
-            raise BackboneError(
-                f"weights file {weights} does not fit backbone '{arch}': {first.strip()}"
-            ) from exc
+            raise BackboneError(f"weights file {weights} does not fit backbone '{arch}': {first.strip()}") from exc
         return model
 
     return build
@@ -148,9 +143,7 @@ def backbone_spec(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise BackboneError(
-            f"unknown backbone '{name}'; choose one of: {', '.join(sorted(BACKBONES))}"
-        ) from None
+        raise BackboneError(f"unknown backbone '{name}'; choose one of: {', '.join(sorted(BACKBONES))}") from None
 
 
 class FeatureExtractor(nn.Module):

@@ -34,8 +34,9 @@ def tiny_config():
     """Random-weight efficientnet stages at 64 px: fast, deterministic, no weights file."""
     from models.patchcore import PatchCoreConfig
 
-    return PatchCoreConfig(layers=("blocks.1", "blocks.2"), input_size=64, coreset_ratio=0.25,
-                           pretrained=False, feature_stride=8)
+    return PatchCoreConfig(
+        layers=("blocks.1", "blocks.2"), input_size=64, coreset_ratio=0.25, pretrained=False, feature_stride=8
+    )
 
 
 @pytest.fixture(scope="session")

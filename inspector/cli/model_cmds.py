@@ -23,19 +23,41 @@ from models.patchcore import PatchCoreConfig
 @click.command("train")
 @click.option("--manifest", type=click.Path(path_type=Path), required=True)
 @root_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory to write.")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory to write."
+)
 @click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="efficientnet_lite0", show_default=True)
-@click.option("--weights", type=click.Path(dir_okay=False), default=None,
-              help="Local weights file (needed for resnet18 / wide_resnet50_2; never downloaded).")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Local weights file (needed for resnet18 / wide_resnet50_2; never downloaded).",
+)
 @click.option("--layers", default=None, help="Comma-separated backbone stages (default: the backbone's pair).")
 @click.option("--input-size", type=click.IntRange(min=32), default=None, help="Square input size in pixels.")
 @click.option("--coreset-ratio", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True)
-@click.option("--target-frr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
-              show_default=True, help="False-reject rate the threshold aims at (good-only calibration).")
+@click.option(
+    "--target-frr",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.01,
+    show_default=True,
+    help="False-reject rate the threshold aims at (good-only calibration).",
+)
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True)
-def train_cmd(manifest: Path, root: Path, out: Path, backbone: str, weights: str | None, layers: str | None,
-              input_size: int | None, coreset_ratio: float, target_frr: float, device: str, seed: int) -> None:
+def train_cmd(
+    manifest: Path,
+    root: Path,
+    out: Path,
+    backbone: str,
+    weights: str | None,
+    layers: str | None,
+    input_size: int | None,
+    coreset_ratio: float,
+    target_frr: float,
+    device: str,
+    seed: int,
+) -> None:
     """Fit PatchCore on the manifest's good training images, calibrate the threshold, save.
 
     Example: inspector train --manifest data_manifests/pillqc.json --root ../shared/data/pillqc --out models_out/pill
@@ -57,10 +79,14 @@ def train_cmd(manifest: Path, root: Path, out: Path, backbone: str, weights: str
     finally:
         bars.close()
     t = result.thresholds
-    click.echo(f"trained {out}: memory bank {result.memory_bank_shape[0]} x {result.memory_bank_shape[1]} "
-               f"from {result.n_train} good images in {result.fit_seconds:.1f} s")
-    click.echo(f"threshold {t.decision:.4f} ({t.method}, {result.n_calibration} calibration images), "
-               f"review from {t.review:.4f}")
+    click.echo(
+        f"trained {out}: memory bank {result.memory_bank_shape[0]} x {result.memory_bank_shape[1]} "
+        f"from {result.n_train} good images in {result.fit_seconds:.1f} s"
+    )
+    click.echo(
+        f"threshold {t.decision:.4f} ({t.method}, {result.n_calibration} calibration images), "
+        f"review from {t.review:.4f}"
+    )
 
 
 @click.command("eval")
@@ -72,7 +98,8 @@ def train_cmd(manifest: Path, root: Path, out: Path, backbone: str, weights: str
 def eval_cmd(model_dir: Path, manifest: Path, root: Path, json_out: Path, device: str) -> None:
     """Evaluate a model on the manifest's test split; write the figures as JSON.
 
-    Example: inspector eval --model models_out/pill --manifest data_manifests/pillqc.json --root ../shared/data/pillqc --json eval.json
+    Example: inspector eval --model models_out/pill --manifest data_manifests/pillqc.json
+    --root ../shared/data/pillqc --json eval.json
     """
     inspector = Inspector.load(model_dir, device)
     m = load_manifest(manifest)
@@ -101,19 +128,33 @@ def predict_cmd(model_dir: Path, out: Path, device: str, images: tuple[Path, ...
     t = inspector.thresholds
     for path, frame in frames:
         r = inspector.inspect_images([frame], sources=[str(path)])[0]
-        doc = {"image": str(path), "score": r.score, "threshold": r.threshold, "review_threshold": r.review_threshold,
-               "verdict": r.verdict, "latency_ms": round(r.latency_ms, 2), "frame_sha256": r.frame_sha256,
-               "model": inspector.info.weights_sha256}
+        doc = {
+            "image": str(path),
+            "score": r.score,
+            "threshold": r.threshold,
+            "review_threshold": r.review_threshold,
+            "verdict": r.verdict,
+            "latency_ms": round(r.latency_ms, 2),
+            "frame_sha256": r.frame_sha256,
+            "model": inspector.info.weights_sha256,
+        }
         write_json(out / f"{path.stem}.json", doc)
-        png = panels(frame, [("anomaly map", r.anomaly_map, t.map_low, t.map_high, t.decision)],
-                     header=f"{r.verdict}  score {r.score:.3f} / thr {r.threshold:.3f}")
+        png = panels(
+            frame,
+            [("anomaly map", r.anomaly_map, t.map_low, t.map_high, t.decision)],
+            header=f"{r.verdict}  score {r.score:.3f} / thr {r.threshold:.3f}",
+        )
         cv2.imwrite(str(out / f"{path.stem}.png"), cv2.cvtColor(png, cv2.COLOR_RGB2BGR))
         click.echo(f"{path}: {r.verdict} (score {r.score:.4f}, threshold {r.threshold:.4f})")
 
 
 @click.command("demo")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the synthetic data and models go (default: the user cache folder).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the synthetic data and models go (default: the user cache folder).",
+)
 @device_option
 def demo_cmd(workdir: Path | None, device: str) -> None:
     """Make synthetic data, train on it, evaluate, and print the figures. Needs no downloads."""
@@ -122,8 +163,9 @@ def demo_cmd(workdir: Path | None, device: str) -> None:
         reports = demo_mod.run_demo(workdir, device=device, progress=bars, echo=click.echo)
     finally:
         bars.close()
-    click.echo(json.dumps({k: {"image_auroc": v["image_auroc"], "pixel_auroc": v["pixel_auroc"]}
-                           for k, v in reports.items()}))
+    click.echo(
+        json.dumps({k: {"image_auroc": v["image_auroc"], "pixel_auroc": v["pixel_auroc"]} for k, v in reports.items()})
+    )
 
 
 def register(main: click.Group) -> None:

@@ -119,9 +119,7 @@ def load_patchcore(directory: str | Path, device: str | torch.device = "cpu") ->
     except BackboneError as exc:
         raise ModelFileError(f"model {d} needs backbone '{config.backbone}': {exc}") from exc
     if backbone_fingerprint(model) != doc.get("backbone_sha256"):
-        raise ModelFileError(
-            f"model {d} was made with other '{config.backbone}' weights than the ones available here"
-        )
+        raise ModelFileError(f"model {d} was made with other '{config.backbone}' weights than the ones available here")
     bank = tensors.get("memory_bank")
     nbrs = tensors.get("bank_neighbours")
     if bank is None or nbrs is None or bank.ndim != 2 or list(bank.shape) != doc.get("memory_bank_shape"):

@@ -6,8 +6,9 @@ from models.patchcore import PatchCore, PatchCoreConfig
 
 @pytest.fixture(scope="module")
 def fitted() -> PatchCore:
-    cfg = PatchCoreConfig(layers=("blocks.1", "blocks.2"), input_size=64, coreset_ratio=0.5,
-                          pretrained=False, feature_stride=8)
+    cfg = PatchCoreConfig(
+        layers=("blocks.1", "blocks.2"), input_size=64, coreset_ratio=0.5, pretrained=False, feature_stride=8
+    )
     model = PatchCore(cfg)
     g = torch.Generator().manual_seed(0)
     good = 0.5 + 0.05 * torch.randn(8, 3, 64, 64, generator=g)
