@@ -147,14 +147,29 @@ def walk(entries: Sequence[Entry], rows: Mapping[tuple[str, int], str]) -> list[
             p = Problem("edited", e.table, e.row_id, e.seq, f"{_where(e)}: its ledger entry was altered")
         elif e.prev_hash != prev:
             if e.prev_hash in known:
-                p = Problem("reordered", e.table, e.row_id, e.seq,
-                            f"{_where(e)} follows a different record than when it was written")
+                p = Problem(
+                    "reordered",
+                    e.table,
+                    e.row_id,
+                    e.seq,
+                    f"{_where(e)} follows a different record than when it was written",
+                )
             else:
-                p = Problem("deleted", e.table, e.row_id, e.seq,
-                            f"the record before {_where(e)} is missing from the chain")
+                p = Problem(
+                    "deleted",
+                    e.table,
+                    e.row_id,
+                    e.seq,
+                    f"the record before {_where(e)} is missing from the chain",
+                )
         elif e.seq != expected:
-            p = Problem("deleted", e.table, e.row_id, expected,
-                        f"ledger numbers jump from #{expected - 1} to #{e.seq}")
+            p = Problem(
+                "deleted",
+                e.table,
+                e.row_id,
+                expected,
+                f"ledger numbers jump from #{expected - 1} to #{e.seq}",
+            )
         if p is None:
             actual = rows.get((e.table, e.row_id))
             if actual is None:
@@ -162,18 +177,35 @@ def walk(entries: Sequence[Entry], rows: Mapping[tuple[str, int], str]) -> list[
             elif actual != e.content_hash:
                 other = by_content.get((e.table, actual))
                 if other is not None and other is not e:
-                    p = Problem("reordered", e.table, e.row_id, e.seq,
-                                f"{_where(e)} now holds the content of {_where(other)}")
+                    p = Problem(
+                        "reordered",
+                        e.table,
+                        e.row_id,
+                        e.seq,
+                        f"{_where(e)} now holds the content of {_where(other)}",
+                    )
                 else:
-                    p = Problem("edited", e.table, e.row_id, e.seq,
-                                f"{_where(e)}: the row's content was changed")
+                    p = Problem(
+                        "edited",
+                        e.table,
+                        e.row_id,
+                        e.seq,
+                        f"{_where(e)}: the row's content was changed",
+                    )
         if p is not None:
             problems.append(p)
         prev = e.record_hash
     referenced = {(e.table, e.row_id) for e in entries}
     for table, row_id in sorted(set(rows) - referenced):
-        problems.append(Problem("inserted", table, row_id, None,
-                                f"{table} {row_id} is not in the chain: it was added outside the store"))
+        problems.append(
+            Problem(
+                "inserted",
+                table,
+                row_id,
+                None,
+                f"{table} {row_id} is not in the chain: it was added outside the store",
+            )
+        )
     return problems
 
 
@@ -183,36 +215,59 @@ def check_heads(entries: Sequence[Entry], heads: Iterable[HeadClaim]) -> list[Pr
     problems: list[Problem] = []
     for h in heads:
         if h.count > n:
-            problems.append(Problem(
-                "truncated", None, None, n + 1,
-                f"the {h.source} counts {h.count} records but the chain ends at #{n}: "
-                f"the newest {h.count - n} were removed"))
+            problems.append(
+                Problem(
+                    "truncated",
+                    None,
+                    None,
+                    n + 1,
+                    f"the {h.source} counts {h.count} records but the chain ends at #{n}: "
+                    f"the newest {h.count - n} were removed",
+                )
+            )
         elif h.count > 0 and entries[h.count - 1].record_hash != h.hash:
             e = entries[h.count - 1]
-            problems.append(Problem(
-                "edited", e.table, e.row_id, e.seq,
-                f"{_where(e)} does not match the {h.source}: the history up to it was rewritten"))
+            problems.append(
+                Problem(
+                    "edited",
+                    e.table,
+                    e.row_id,
+                    e.seq,
+                    f"{_where(e)} does not match the {h.source}: history up to it rewritten",
+                )
+            )
         elif h.count == 0 and h.hash != GENESIS:
             problems.append(Problem("edited", None, None, 0, f"the {h.source} is malformed"))
         elif h.exact and n > h.count:
             e = entries[h.count]
-            problems.append(Problem(
-                "inserted", e.table, e.row_id, e.seq,
-                f"{_where(e)} lies beyond the {h.source} (#{h.count}): appended outside the store"))
+            problems.append(
+                Problem(
+                    "inserted",
+                    e.table,
+                    e.row_id,
+                    e.seq,
+                    f"{_where(e)} lies beyond the {h.source} (#{h.count}): added outside the store",
+                )
+            )
     return problems
 
 
-def verify_chain(entries: Sequence[Entry], rows: Mapping[tuple[str, int], str],
-                 heads: Iterable[HeadClaim] = (), extra: Iterable[Problem] = ()) -> VerifyResult:
-    """Full verification: walk, heads, and any extra problems; sorted so the earliest comes first."""
+def verify_chain(
+    entries: Sequence[Entry],
+    rows: Mapping[tuple[str, int], str],
+    heads: Iterable[HeadClaim] = (),
+    extra: Iterable[Problem] = (),
+) -> VerifyResult:
+    """Walk, heads and extra problems, sorted so that the earliest comes first."""
     problems = walk(entries, rows) + check_heads(entries, heads) + list(extra)
     problems.sort(key=lambda p: (p.seq is None, p.seq or 0))
     head = entries[-1].record_hash if entries else GENESIS
     return VerifyResult(records=len(entries), head_hash=head, problems=problems)
 
 
-def replay_users(users: Mapping[str, Mapping[str, Any]],
-                 events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Problem]:
+def replay_users(
+    users: Mapping[str, Mapping[str, Any]], events: Iterable[tuple[str, Mapping[str, Any]]]
+) -> list[Problem]:
     """Users are mutable rows, so they are checked against the chained user events instead.
 
     Args:
@@ -229,13 +284,19 @@ def replay_users(users: Mapping[str, Mapping[str, Any]],
     problems: list[Problem] = []
     for uid in sorted(set(users) | set(expected)):
         if uid not in expected:
-            problems.append(Problem("inserted", "users", uid, None,
-                                    f"user {uid!r} has no user_created event"))
+            problems.append(Problem("inserted", "users", uid, None, f"user {uid!r} has no user_created event"))
         elif uid not in users:
             problems.append(Problem("deleted", "users", uid, None, f"user {uid!r} was deleted"))
         else:
             diff = sorted(k for k, v in expected[uid].items() if users[uid].get(k) != v)
             if diff:
-                problems.append(Problem("edited", "users", uid, None,
-                                        f"user {uid!r}: {', '.join(diff)} changed outside the store"))
+                problems.append(
+                    Problem(
+                        "edited",
+                        "users",
+                        uid,
+                        None,
+                        f"user {uid!r}: {', '.join(diff)} changed outside the store",
+                    )
+                )
     return problems

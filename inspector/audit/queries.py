@@ -32,8 +32,9 @@ def user_row(s: Session, user_id: str) -> UserRow:
     return row
 
 
-def activation_stack(s: Session) -> tuple[list[int], dict[int, tuple[str | None, datetime]],
-                                          dict[int, float]]:
+def activation_stack(
+    s: Session,
+) -> tuple[list[int], dict[int, tuple[str | None, datetime]], dict[int, float]]:
     """Replays model events: the stack of active models, who activated each, threshold overrides.
 
     Activation is derived from append-only events rather than an ``active`` flag, so the
@@ -77,11 +78,23 @@ def models(s: Session, model_id: int | None = None) -> list[ModelInfo]:
     for r in s.scalars(q):
         th = json.loads(r.thresholds_json)
         by, at = activated.get(r.id, (None, None))
-        out.append(ModelInfo(
-            id=r.id, weights_hash=r.weights_hash, backbone=r.backbone, manifest_hash=r.manifest_hash,
-            thresholds=th, metrics=json.loads(r.metrics_json), model_dir=r.model_dir,
-            trained_by=r.trained_by, created_at=r.created_at, active=r.id == active,
-            activated_by=by, activated_at=at, threshold=overrides.get(r.id, default_threshold(th))))
+        out.append(
+            ModelInfo(
+                id=r.id,
+                weights_hash=r.weights_hash,
+                backbone=r.backbone,
+                manifest_hash=r.manifest_hash,
+                thresholds=th,
+                metrics=json.loads(r.metrics_json),
+                model_dir=r.model_dir,
+                trained_by=r.trained_by,
+                created_at=r.created_at,
+                active=r.id == active,
+                activated_by=by,
+                activated_at=at,
+                threshold=overrides.get(r.id, default_threshold(th)),
+            )
+        )
     if model_id is not None and not out:
         raise NotFound(f"no model version {model_id}")
     return out
@@ -103,10 +116,22 @@ def decision_views(
     """Decisions joined with user, inspection and model, oldest first; blobs are not loaded."""
     later = aliased(DecisionRow)
     q = (
-        select(DecisionRow, UserRow.name, UserRow.role, InspectionRow.station, InspectionRow.source,
-               InspectionRow.frame_index, InspectionRow.frame_sha256, InspectionRow.model_version_id,
-               ModelVersionRow.weights_hash, ModelVersionRow.backbone, InspectionRow.score,
-               InspectionRow.threshold, InspectionRow.verdict, later.id)
+        select(
+            DecisionRow,
+            UserRow.name,
+            UserRow.role,
+            InspectionRow.station,
+            InspectionRow.source,
+            InspectionRow.frame_index,
+            InspectionRow.frame_sha256,
+            InspectionRow.model_version_id,
+            ModelVersionRow.weights_hash,
+            ModelVersionRow.backbone,
+            InspectionRow.score,
+            InspectionRow.threshold,
+            InspectionRow.verdict,
+            later.id,
+        )
         .join(UserRow, UserRow.id == DecisionRow.user_id)
         .join(InspectionRow, InspectionRow.id == DecisionRow.inspection_id)
         .join(ModelVersionRow, ModelVersionRow.id == InspectionRow.model_version_id)
@@ -126,19 +151,42 @@ def decision_views(
     if verdict is not None:
         q = q.where(InspectionRow.verdict == verdict)
     if disagreements_only:
-        q = q.where(or_(and_(InspectionRow.verdict == "OK", DecisionRow.decision == "reject"),
-                        and_(InspectionRow.verdict == "DEFECT", DecisionRow.decision == "accept")))
+        q = q.where(
+            or_(
+                and_(InspectionRow.verdict == "OK", DecisionRow.decision == "reject"),
+                and_(InspectionRow.verdict == "DEFECT", DecisionRow.decision == "accept"),
+            )
+        )
     if current_only:
         q = q.where(later.id.is_(None))
     if ids is not None:
         q = q.where(DecisionRow.id.in_(list(ids)))
     out = []
     for d, name, role, st, src, fi, fsha, mv, wh, bb, score, thr, verd, later_id in s.execute(q):
-        out.append(DecisionView(
-            id=d.id, created_at=d.created_at, user_id=d.user_id, user_name=name, user_role=role,
-            decision=d.decision, meaning=d.meaning, reason_code=d.reason_code,
-            reason_text=d.reason_text, supersedes_id=d.supersedes_id, superseded_by=later_id,
-            inspection_id=d.inspection_id, station=st, source=src, frame_index=fi,
-            frame_sha256=fsha, model_version_id=mv, weights_hash=wh, backbone=bb, score=score,
-            threshold=thr, verdict=verd))
+        out.append(
+            DecisionView(
+                id=d.id,
+                created_at=d.created_at,
+                user_id=d.user_id,
+                user_name=name,
+                user_role=role,
+                decision=d.decision,
+                meaning=d.meaning,
+                reason_code=d.reason_code,
+                reason_text=d.reason_text,
+                supersedes_id=d.supersedes_id,
+                superseded_by=later_id,
+                inspection_id=d.inspection_id,
+                station=st,
+                source=src,
+                frame_index=fi,
+                frame_sha256=fsha,
+                model_version_id=mv,
+                weights_hash=wh,
+                backbone=bb,
+                score=score,
+                threshold=thr,
+                verdict=verd,
+            )
+        )
     return out

@@ -38,6 +38,7 @@ class RetryQueue:
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self._memory: list[dict[str, Any]] = []
+        self.rejected_in_memory: list[dict[str, Any]] = []
 
     def __len__(self) -> int:
         return len(self._memory) + len(self._files())
@@ -149,7 +150,7 @@ class RetryQueue:
                     self.folder.mkdir(parents=True, exist_ok=True)
                     (self.folder / f"rejected-{uuid.uuid4().hex}.jsonl").write_text(json.dumps(record))
                 except OSError:
-                    self._memory.append(record)
+                    self.rejected_in_memory.append(record)  # kept, never replayed
         else:
             p = Path(ref)
             os.replace(p, p.with_name("rejected-" + p.name.rsplit(CLAIM, 1)[0] + "l"))

@@ -53,6 +53,4 @@ def require(user_id: str, role: str, active: bool, action: Action) -> None:
     allowed = ALLOWED[action]
     if role not in allowed:
         who = " or ".join(sorted(r.value for r in allowed))
-        raise PermissionDenied(
-            f"user {user_id!r} is {role}; only {who} may {action.value}"
-        )
+        raise PermissionDenied(f"user {user_id!r} is {role}; only {who} may {action.value}")

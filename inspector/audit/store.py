@@ -40,23 +40,44 @@ from inspector.audit.errors import (
     StoreUnavailable,
     ValidationError,
 )
+from inspector.audit.governance import GovernanceMixin
 from inspector.audit.recording import RecordingMixin, replay
 from inspector.audit.records import FlushResult, Head
 from inspector.audit.retry_queue import RetryQueue
-from inspector.audit.schema import ROW_CLASSES, Base, EventRow, HeadRow, LedgerRow, row_columns
+from inspector.audit.schema import Base, EventRow, HeadRow, LedgerRow, row_columns
 
 __all__ = [
-    "AuditError", "AuditStore", "AuthenticationError", "CheckpointError", "NotFound",
-    "PermissionDenied", "RecordQueued", "SchemaVersionError", "StoreOpenError",
-    "StoreUnavailable", "ValidationError", "resolve_url",
+    "AuditError",
+    "AuditStore",
+    "AuthenticationError",
+    "CheckpointError",
+    "NotFound",
+    "PermissionDenied",
+    "RecordQueued",
+    "SchemaVersionError",
+    "StoreOpenError",
+    "StoreUnavailable",
+    "ValidationError",
+    "resolve_url",
 ]
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 10.0
 LOCK_PATIENCE_S = 60.0
 MIGRATIONS = Path(__file__).with_name("migrations")
-UNAVAILABLE = ("readonly", "read-only", "disk is full", "disk i/o", "unable to open", "no space",
-               "locked", "busy", "could not connect", "connection refused", "server closed")
+UNAVAILABLE = (
+    "readonly",
+    "read-only",
+    "disk is full",
+    "disk i/o",
+    "unable to open",
+    "no space",
+    "locked",
+    "busy",
+    "could not connect",
+    "connection refused",
+    "server closed",
+)
 
 
 def default_url() -> str:
@@ -116,8 +137,7 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def _is_locked(exc: BaseException) -> bool:
-    return isinstance(exc, sa_exc.OperationalError) and any(
-        k in _message(exc).lower() for k in ("locked", "busy"))
+    return isinstance(exc, sa_exc.OperationalError) and any(k in _message(exc).lower() for k in ("locked", "busy"))
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -129,7 +149,7 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class AuditStore(RecordingMixin):
+class AuditStore(GovernanceMixin, RecordingMixin):
     """Tamper-evident, append-only record of inspections, decisions and events.
 
     Open with ``AuditStore.open(url)``; every mutating method takes the acting ``User`` (from
@@ -137,8 +157,14 @@ class AuditStore(RecordingMixin):
     write. Usable from several threads and processes at once.
     """
 
-    def __init__(self, engine: Engine, url: str, db_path: Path | None, frames_dir: Path,
-                 queue_dir: Path | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        url: str,
+        db_path: Path | None,
+        frames_dir: Path,
+        queue_dir: Path | None,
+    ) -> None:
         self.engine = engine
         self.url = url
         self.db_path = db_path
@@ -151,8 +177,11 @@ class AuditStore(RecordingMixin):
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, url: str | os.PathLike[str] | None = None,
-             frames_dir: str | os.PathLike[str] | None = None) -> AuditStore:
+    def open(
+        cls,
+        url: str | os.PathLike[str] | None = None,
+        frames_dir: str | os.PathLike[str] | None = None,
+    ) -> AuditStore:
         """Opens (creating and migrating if needed) the store at ``url`` or a plain file path.
 
         Raises:
@@ -182,8 +211,9 @@ class AuditStore(RecordingMixin):
                 store.store_id = head.store_id if head else ""
         except sa_exc.DatabaseError as exc:
             engine.dispose()
-            raise StoreOpenError(f"{db_path or sa_url}: cannot be opened as an audit database "
-                                 f"({_message(exc)})") from None
+            raise StoreOpenError(
+                f"{db_path or sa_url}: cannot be opened as an audit database ({_message(exc)})"
+            ) from None
         except BaseException:
             engine.dispose()
             raise
@@ -205,12 +235,15 @@ class AuditStore(RecordingMixin):
             rev = MigrationContext.configure(conn).get_current_revision()
             tables = set(sa.inspect(conn).get_table_names())
             if rev is None and tables - {"alembic_version"}:
-                raise StoreOpenError(f"{self.db_path or self.url}: holds tables "
-                                     f"({', '.join(sorted(tables)[:4])}) but is not an audit database")
+                raise StoreOpenError(
+                    f"{self.db_path or self.url}: holds tables "
+                    f"({', '.join(sorted(tables)[:4])}) but is not an audit database"
+                )
             if rev is not None and rev not in known:
                 raise SchemaVersionError(
                     f"{self.db_path or self.url}: schema revision {rev!r} is newer than this "
-                    f"inspector knows (up to {head!r}); upgrade inspector to open it")
+                    f"inspector knows (up to {head!r}); upgrade inspector to open it"
+                )
             return rev
 
         with self._reader.connect() as conn, conn.begin():
@@ -252,15 +285,20 @@ class AuditStore(RecordingMixin):
         if outer is not None:
             yield outer
             return
-        with Session(self._reader, expire_on_commit=False) as s, s.begin():
-            yield s
+        try:
+            with Session(self._reader, expire_on_commit=False) as s, s.begin():
+                yield s
+        except sa_exc.DBAPIError as exc:
+            if is_unavailable(exc):
+                raise StoreUnavailable(f"{self._where()}: cannot read ({_message(exc)})") from exc
+            raise
 
     @property
     def _nested(self) -> bool:
         return getattr(self._local, "session", None) is not None
 
     def _write(self, fn: Callable[[Session], T]) -> T:
-        """Runs ``fn`` in a write transaction, waiting out other writers; maps failures to errors."""
+        """Runs ``fn`` in a write transaction, waiting out other writers; names failures."""
         deadline = time.monotonic() + LOCK_PATIENCE_S
         delay = 0.02
         while True:
@@ -283,15 +321,23 @@ class AuditStore(RecordingMixin):
 
     # ------------------------------------------------------------------ chain
     def _append(self, s: Session, row: Base) -> int:
-        """Inserts an append-only row and links it into the hash chain, in the caller's transaction."""
+        """Inserts an append-only row and links it into the chain, in the open transaction."""
         s.add(row)
         s.flush()
         head = s.execute(select(HeadRow).where(HeadRow.id == 1).with_for_update()).scalar_one()
         table = row.__tablename__
         content = chain.content_hash(row_columns(row))
         new_hash = chain.record_hash(head.hash, table, row.id, content)  # type: ignore[attr-defined]
-        s.add(LedgerRow(seq=head.seq + 1, table_name=table, row_id=row.id,  # type: ignore[attr-defined]
-                        content_hash=content, prev_hash=head.hash, record_hash=new_hash))
+        s.add(
+            LedgerRow(
+                seq=head.seq + 1,
+                table_name=table,
+                row_id=row.id,  # type: ignore[attr-defined]
+                content_hash=content,
+                prev_hash=head.hash,
+                record_hash=new_hash,
+            )
+        )
         head.seq += 1
         head.hash = new_hash
         s.flush()
@@ -299,8 +345,12 @@ class AuditStore(RecordingMixin):
         return int(row.id)  # type: ignore[attr-defined]
 
     def _event(self, s: Session, kind: str, actor: str | None, **details: Any) -> int:
-        row = EventRow(kind=kind, actor=actor, details_json=chain.canonical_json(details),
-                       created_at=datetime.now(UTC))
+        row = EventRow(
+            kind=kind,
+            actor=actor,
+            details_json=chain.canonical_json(details),
+            created_at=datetime.now(UTC),
+        )
         return self._append(s, row)
 
     @property
@@ -320,8 +370,10 @@ class AuditStore(RecordingMixin):
                         return  # another process already wrote a newer head
                 except (OSError, ValueError):
                     pass
-                _atomic_write(path, json.dumps({"store_id": self.store_id, "count": count,
-                                                "hash": digest}) + "\n")
+                _atomic_write(
+                    path,
+                    json.dumps({"store_id": self.store_id, "count": count, "hash": digest}) + "\n",
+                )
         except OSError:
             pass  # the database head stays authoritative; verify warns about a lagging file
 
@@ -331,22 +383,30 @@ class AuditStore(RecordingMixin):
             h = s.get(HeadRow, 1)
             if h is None:
                 raise StoreOpenError(f"{self._where()}: the chain head row is missing")
-            return Head(store_id=h.store_id, count=h.seq, hash=h.hash,
-                        taken_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            return Head(
+                store_id=h.store_id,
+                count=h.seq,
+                hash=h.hash,
+                taken_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
 
     def checkpoint(self, path: str | os.PathLike[str]) -> Head:
         """Writes the head to ``path`` for an auditor to keep elsewhere; verify compares later."""
         h = self.head()
-        doc = {"format": "inspector-audit-checkpoint/1", "store_id": h.store_id, "count": h.count,
-               "hash": h.hash, "taken_at": h.taken_at}
+        doc = {
+            "format": "inspector-audit-checkpoint/1",
+            "store_id": h.store_id,
+            "count": h.count,
+            "hash": h.hash,
+            "taken_at": h.taken_at,
+        }
         try:
             _atomic_write(Path(path), json.dumps(doc, indent=2) + "\n")
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot write checkpoint ({exc.strerror})") from None
         return h
 
-    def verify(self, checkpoint: str | os.PathLike[str] | None = None, *,
-               frames: bool = False) -> chain.VerifyResult:
+    def verify(self, checkpoint: str | os.PathLike[str] | None = None, *, frames: bool = False) -> chain.VerifyResult:
         """Read-only: walks the chain; names the first broken record and what happened to it.
 
         Args:
@@ -367,8 +427,7 @@ class AuditStore(RecordingMixin):
         self.queue.put(record)
         n = len(self.queue)
         where = " (in memory only: the disk refused it too)" if self.queue.in_memory else ""
-        return RecordQueued(f"{exc}; the {record['kind']} waits in the retry queue{where}, "
-                            f"{n} waiting", n)
+        return RecordQueued(f"{exc}; the {record['kind']} waits in the retry queue{where}, {n} waiting", n)
 
     def flush_queue(self) -> FlushResult:
         """Retries queued records oldest first; stops at the first that still cannot be written."""
@@ -399,7 +458,6 @@ class AuditStore(RecordingMixin):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
 
 
 @contextmanager

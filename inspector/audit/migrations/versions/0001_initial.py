@@ -35,7 +35,7 @@ def _sqlite_triggers() -> list[str]:
             )
     out += [
         "CREATE TRIGGER users_no_delete BEFORE DELETE ON users BEGIN "
-        "SELECT RAISE(ABORT, 'users are never deleted (ids are not reused); deactivate instead'); END",
+        "SELECT RAISE(ABORT, 'users are never deleted (ids are not reused)'); END",
         "CREATE TRIGGER users_no_rename BEFORE UPDATE OF id ON users BEGIN "
         "SELECT RAISE(ABORT, 'a user id never changes'); END",
         "CREATE TRIGGER head_no_delete BEFORE DELETE ON head BEGIN "
@@ -60,15 +60,14 @@ def _postgresql_triggers() -> list[str]:
         "$$ LANGUAGE plpgsql",
     ]
     for t in APPEND_ONLY:
-        out.append(f"CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
-                   "FOR EACH ROW EXECUTE FUNCTION inspector_refuse()")
+        out.append(
+            f"CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
+            "FOR EACH ROW EXECUTE FUNCTION inspector_refuse()"
+        )
     out += [
-        "CREATE TRIGGER users_no_delete BEFORE DELETE ON users "
-        "FOR EACH ROW EXECUTE FUNCTION inspector_refuse()",
-        "CREATE TRIGGER head_no_delete BEFORE DELETE ON head "
-        "FOR EACH ROW EXECUTE FUNCTION inspector_refuse()",
-        "CREATE TRIGGER head_forward_only BEFORE UPDATE ON head "
-        "FOR EACH ROW EXECUTE FUNCTION inspector_head_forward()",
+        "CREATE TRIGGER users_no_delete BEFORE DELETE ON users FOR EACH ROW EXECUTE FUNCTION inspector_refuse()",
+        "CREATE TRIGGER head_no_delete BEFORE DELETE ON head FOR EACH ROW EXECUTE FUNCTION inspector_refuse()",
+        "CREATE TRIGGER head_forward_only BEFORE UPDATE ON head FOR EACH ROW EXECUTE FUNCTION inspector_head_forward()",
     ]
     return out
 
@@ -104,8 +103,13 @@ def upgrade() -> None:
         sa.Column("frame_index", sa.Integer, nullable=False),
         sa.Column("frame_sha256", sa.String(64), nullable=False),
         sa.Column("frame_path", sa.Text, nullable=False),
-        sa.Column("model_version_id", sa.Integer, sa.ForeignKey("model_versions.id"),
-                  nullable=False, index=True),
+        sa.Column(
+            "model_version_id",
+            sa.Integer,
+            sa.ForeignKey("model_versions.id"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("score", sa.Float, nullable=False),
         sa.Column("threshold", sa.Float, nullable=False),
         sa.Column("verdict", sa.String(8), nullable=False),
@@ -120,8 +124,7 @@ def upgrade() -> None:
         "decisions",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("uid", sa.String(32), nullable=False, unique=True),
-        sa.Column("inspection_id", sa.Integer, sa.ForeignKey("inspections.id"),
-                  nullable=False, index=True),
+        sa.Column("inspection_id", sa.Integer, sa.ForeignKey("inspections.id"), nullable=False, index=True),
         sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id"), nullable=False, index=True),
         sa.Column("decision", sa.String(8), nullable=False),
         sa.Column("reason_code", sa.String(64), nullable=True),

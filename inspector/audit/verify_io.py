@@ -1,0 +1,160 @@
+"""Reads what ``chain.verify_chain`` needs out of a store: ledger, row digests, heads, files.
+
+Rows are streamed through Core selects (no ORM identity map), so verifying a large store does
+not hold every anomaly map in memory at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import UnidentifiedImageError
+from sqlalchemy import select
+
+from inspector.audit import chain, codec
+from inspector.audit.errors import CheckpointError
+from inspector.audit.schema import (
+    ROW_CLASSES,
+    EventRow,
+    HeadRow,
+    InspectionRow,
+    LedgerRow,
+    UserRow,
+)
+from inspector.images import frame_sha256
+
+if TYPE_CHECKING:
+    from inspector.audit.store import AuditStore
+
+USER_EVENTS = ("user_created", "user_changed")
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return {}  # an edited event; the chain walk reports it
+    return doc if isinstance(doc, dict) else {}
+
+
+def load_checkpoint(path: str | os.PathLike[str], store_id: str) -> chain.HeadClaim:
+    """Reads a checkpoint file; refuses one taken from another database."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+        count, digest, sid = int(doc["count"]), str(doc["hash"]), str(doc["store_id"])
+    except OSError as exc:
+        raise CheckpointError(f"{p}: cannot read checkpoint ({exc.strerror})") from None
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{p}: not an inspector audit checkpoint") from None
+    if sid != store_id:
+        raise CheckpointError(
+            f"{p}: checkpoint of another audit database (store {sid[:8]}, this one is {store_id[:8]})"
+        )
+    return chain.HeadClaim(f"checkpoint {p.name}", count, digest)
+
+
+def _sidecar(store: AuditStore, warnings: list[str]) -> chain.HeadClaim | None:
+    path = store.sidecar_path
+    if path is None:
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("store_id") != store.store_id:
+            warnings.append(f"{path.name} belongs to another store; ignored")
+            return None
+        return chain.HeadClaim(f"head file {path.name}", int(doc["count"]), str(doc["hash"]))
+    except FileNotFoundError:
+        warnings.append(
+            f"{path.name} is missing: truncation is only checked against the database head (keep checkpoints)"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        warnings.append(f"{path.name} is unreadable; ignored")
+    return None
+
+
+def _frame_problems(store: AuditStore, rows: list[Any], full: bool) -> list[chain.Problem]:
+    problems = []
+    for iid, rel, digest in rows:
+        path = Path(rel)
+        if not path.is_absolute() and store.db_path is not None:
+            path = store.db_path.parent / path
+        if not path.is_file():
+            problems.append(
+                chain.Problem(
+                    "deleted",
+                    "frames",
+                    iid,
+                    None,
+                    f"frame file of inspection {iid} is missing: {path}",
+                )
+            )
+            continue
+        if full:
+            try:
+                ok = frame_sha256(codec.load_frame(path)) == digest
+            except (OSError, UnidentifiedImageError):
+                ok = False
+            if not ok:
+                problems.append(
+                    chain.Problem(
+                        "edited",
+                        "frames",
+                        iid,
+                        None,
+                        f"frame file of inspection {iid} was altered: {path}",
+                    )
+                )
+    return problems
+
+
+def collect(store: AuditStore, checkpoint: str | os.PathLike[str] | None, frames: bool) -> chain.VerifyResult:
+    """Loads everything verify needs in one read transaction and runs the pure checks."""
+    warnings: list[str] = []
+    heads: list[chain.HeadClaim] = []
+    extra: list[chain.Problem] = []
+    if checkpoint is not None:
+        heads.append(load_checkpoint(checkpoint, store.store_id))
+    with store._read() as s:
+        entries = [
+            chain.Entry(r.seq, r.table_name, r.row_id, r.content_hash, r.prev_hash, r.record_hash)
+            for r in s.execute(select(LedgerRow.__table__).order_by(LedgerRow.seq))
+        ]
+        digests: dict[tuple[str, int], str] = {}
+        for table, cls in ROW_CLASSES.items():
+            q = select(cls.__table__).execution_options(yield_per=256)
+            for row in s.execute(q):
+                digests[(table, row.id)] = chain.content_hash(dict(row._mapping))
+        head = s.get(HeadRow, 1)
+        if head is None:
+            extra.append(chain.Problem("deleted", "head", 1, None, "the chain head row was deleted"))
+        else:
+            heads.append(chain.HeadClaim("database head", head.seq, head.hash, exact=True))
+        users = {
+            u.id: {
+                "name": u.name,
+                "role": u.role,
+                "active": u.active,
+                "password_digest": chain.sha256_text(u.password_hash),
+            }
+            for u in s.scalars(select(UserRow))
+        }
+        events = [
+            (e.kind, _json(e.details_json))
+            for e in s.execute(
+                select(EventRow.kind, EventRow.details_json).where(EventRow.kind.in_(USER_EVENTS)).order_by(EventRow.id)
+            )
+        ]
+        t = InspectionRow.__table__
+        frame_rows = list(s.execute(select(t.c.id, t.c.frame_path, t.c.frame_sha256)))
+    side = _sidecar(store, warnings)
+    if side is not None:
+        heads.append(side)
+    extra += chain.replay_users(users, events)
+    extra += _frame_problems(store, frame_rows, frames)
+    result = chain.verify_chain(entries, digests, heads, extra)
+    result.warnings = warnings
+    return result

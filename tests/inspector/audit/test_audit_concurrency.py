@@ -1,0 +1,46 @@
+"""Several processes deciding at once: every decision present, no "database is locked" seen."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+from conftest import PASSWORDS, Seeded, inspect_one
+
+from inspector.audit import AuditStore
+
+PER_PROCESS = 200
+
+
+def _worker(path: str, inspection_id: int, n: int) -> tuple[int, list[str]]:
+    errors: list[str] = []
+    store = AuditStore.open(path)
+    try:
+        op = store.authenticate("ana", PASSWORDS["ana"])
+        done = 0
+        for _ in range(n):
+            try:
+                store.record_decision(op, inspection_id, "accept")
+                done += 1
+            except Exception as exc:  # counted, not hidden: the test asserts there are none
+                errors.append(f"{type(exc).__name__}: {exc}")
+        return done, errors
+    finally:
+        store.close()
+
+
+def test_four_processes_all_decisions_present(seeded: Seeded, monkeypatch: object) -> None:
+    iid = inspect_one(seeded, 0, "REVIEW")
+    seeded.store.close()
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        results = pool.starmap(_worker, [(str(seeded.path), iid, PER_PROCESS)] * 4)
+    errors = [e for _, errs in results for e in errs]
+    assert errors == []
+    assert sum(n for n, _ in results) == 4 * PER_PROCESS
+    store = AuditStore.open(Path(seeded.path))
+    try:
+        assert len(store.decisions()) == 4 * PER_PROCESS
+        assert store.verify().ok
+    finally:
+        store.close()
