@@ -1,0 +1,164 @@
+"""``inspector inspect`` (the headless station and bulk review) and ``inspector models``."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import click
+
+from inspector.audit import AuditStore, User
+from inspector.cli.common import device_option
+from inspector.errors import InspectorError
+from inspector.pipeline import Inspector
+from inspector.sources import open_source
+from inspector.station import DECISIONS, Station
+
+PASSWORD_ENV = "INSPECTOR_PASSWORD"
+
+
+def login(store: AuditStore, user_id: str) -> User:
+    """Authenticates with the password from INSPECTOR_PASSWORD or a hidden prompt."""
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        password = click.prompt(f"password for {user_id}", hide_input=True)
+    return store.authenticate(user_id, password)
+
+
+def read_decisions(path: Path) -> dict[str, tuple[str, str | None]]:
+    """CSV rows ``frame file name, accept|reject, reason``; a header row is optional."""
+    if not path.is_file():
+        raise InspectorError(f"decisions file not found: {path}")
+    out: dict[str, tuple[str, str | None]] = {}
+    with open(path, newline="") as f:
+        for n, row in enumerate(csv.reader(f), start=1):
+            if not row or (n == 1 and row[0].strip().lower() in ("frame", "file", "name")):
+                continue
+            if len(row) < 2 or row[1].strip().lower() not in DECISIONS:
+                raise InspectorError(f"{path}:{n}: expected 'frame,accept|reject,reason', got {row}")
+            reason = row[2].strip() if len(row) > 2 and row[2].strip() else None
+            out[row[0].strip()] = (row[1].strip().lower(), reason)
+    return out
+
+
+@click.command("inspect")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--input", "source", required=True, help="Image folder, video file, or camera:N.")
+@click.option("--db", default=None, help="Audit store URL or file (default: the user data folder).")
+@click.option("--station", required=True, help="Station name recorded with every inspection.")
+@click.option("--operator", default=None, help="Operator id whose --decisions are recorded.")
+@click.option(
+    "--decisions",
+    "decisions_csv",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV: frame file name, accept|reject, reason.",
+)
+@click.option("--batch-size", type=click.IntRange(1, 64), default=1, show_default=True)
+@device_option
+def inspect_cmd(
+    model_dir: Path,
+    source: str,
+    db: str | None,
+    station: str,
+    operator: str | None,
+    decisions_csv: Path | None,
+    batch_size: int,
+    device: str,
+) -> None:
+    """Inspect every frame of --input and record each inspection in the audit store.
+
+    With --operator and --decisions, that operator's decisions are recorded too, after the
+    password check (INSPECTOR_PASSWORD or a prompt).
+
+    Example: inspector inspect --model models/pill --input frames/ --db audit.db --station line-1
+    """
+    if (operator is None) != (decisions_csv is None):
+        raise InspectorError("--operator and --decisions go together")
+    decisions = read_decisions(decisions_csv) if decisions_csv else {}
+    with AuditStore.open(db) as store:
+        user = login(store, operator) if operator else None
+        st = Station(store, Inspector.load(model_dir, device), station)
+        src = open_source(source)
+        n_decided = 0
+        for item in st.run(src, batch_size):
+            if isinstance(item, str):
+                click.echo(item, err=True)
+                continue
+            r = item.result
+            line = f"{r.source}: {r.verdict} score {r.score:.4f} (thr {r.threshold:.4f})"
+            if item.inspection_id is None:
+                line += " [waiting in retry queue]"
+            if user is not None and r.source in decisions:
+                decision, reason = decisions[r.source]
+                st.decide(user, item, decision, reason_code=None, reason_text=reason)
+                n_decided += 1
+                line += f" -> {decision} by {user.id}"
+            click.echo(line)
+        c = st.counts
+        missing = sorted(set(decisions) - {it.result.source for it in st.items})
+        click.echo(
+            f"{c.inspected} inspected ({c.verdicts['OK']} OK, {c.verdicts['REVIEW']} REVIEW, "
+            f"{c.verdicts['DEFECT']} DEFECT), {n_decided} decisions, {c.unreadable} unreadable, "
+            f"{store.queue_length} waiting in the retry queue"
+        )
+        if missing:
+            raise InspectorError(f"{len(missing)} decision(s) name frames not in the input: {', '.join(missing[:5])}")
+
+
+@click.group("models")
+def models_group() -> None:
+    """Model versions in the audit store: register, list, activate, roll back."""
+
+
+@models_group.command("register")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--db", default=None, help="Audit store URL or file.")
+@click.option("--as", "actor", required=True, help="Engineer id (password from INSPECTOR_PASSWORD or a prompt).")
+@click.option("--activate/--no-activate", default=True, show_default=True)
+def register_cmd(model_dir: Path, db: str | None, actor: str, activate: bool) -> None:
+    """Record a trained model version so stations can name it in their records.
+
+    Example: inspector models register --model models/pill --db audit.db --as eng1
+    """
+    with AuditStore.open(db) as store:
+        user = login(store, actor)
+        st = Station(store, Inspector.load(model_dir, "cpu"), "registration")
+        mid = st.model_version_id or st.register_model(user)
+        if activate:
+            store.activate_model(user, mid, "registered from the command line")
+        click.echo(f"model version {mid}: {model_dir}{' (active)' if activate else ''}")
+
+
+@models_group.command("list")
+@click.option("--db", default=None, help="Audit store URL or file.")
+def list_cmd(db: str | None) -> None:
+    """List recorded model versions.
+
+    Example: inspector models list --db audit.db
+    """
+    with AuditStore.open(db) as store:
+        active = store.active_model()
+        for m in store.models():
+            mark = "*" if active is not None and m.id == active.id else " "
+            click.echo(f"{mark} {m.id:>3}  {m.backbone:<18} {m.weights_hash[:12]}  {m.model_dir}")
+
+
+@models_group.command("rollback")
+@click.option("--db", default=None, help="Audit store URL or file.")
+@click.option("--as", "actor", required=True, help="Engineer id.")
+@click.option("--reason", required=True, help="Why (recorded).")
+def rollback_cmd(db: str | None, actor: str, reason: str) -> None:
+    """Re-activate the previously active model version (logged with the reason).
+
+    Example: inspector models rollback --db audit.db --as eng1 --reason "false rejects on line 2"
+    """
+    with AuditStore.open(db) as store:
+        mid = store.rollback_model(login(store, actor), reason)
+        click.echo(f"active model version is now {mid}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(inspect_cmd)
+    main.add_command(models_group)

@@ -1,0 +1,217 @@
+"""A station shift, Qt-free: frames -> model -> result -> operator decision -> audit record.
+
+The app and the headless ``inspector inspect`` both drive this object, so the order of work and
+the rules (a disagreeing decision needs a reason; a store that is down queues, never drops) live
+in one place. It holds plain state and reports through return values and callbacks; the UI only
+draws it and forwards keystrokes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inspector.audit import AuditStore, RecordQueued, User
+from inspector.errors import InspectorError
+from inspector.pipeline import InspectionResult, Inspector
+from inspector.sources import FrameSource
+
+DECISIONS = ("accept", "reject")
+REASON_CODES = (
+    "visible-defect",
+    "no-visible-defect",
+    "lighting-or-glare",
+    "debris-not-part",
+    "wrong-part",
+    "image-quality",
+    "other",
+)
+
+
+class ModelNotRegistered(InspectorError):
+    """The station's model is not in the audit store, so decisions could not name it."""
+
+
+class ReasonRequired(InspectorError):
+    """A decision that disagrees with the model needs a reason (21 CFR 11 record of intent)."""
+
+
+def disagrees(verdict: str, decision: str) -> bool:
+    """Accepting a DEFECT or rejecting an OK disagrees with the model; REVIEW never does."""
+    return (verdict == "DEFECT" and decision == "accept") or (verdict == "OK" and decision == "reject")
+
+
+@dataclass
+class StationItem:
+    """One frame on the station: its result, its audit id, and the decision taken on it."""
+
+    result: InspectionResult
+    inspection_id: int | None  # None while the record waits in the retry queue
+    gradcam: np.ndarray | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    decision: str | None = None
+    decision_id: int | None = None
+
+
+@dataclass
+class ShiftCounts:
+    inspected: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    disagreements: int = 0
+    queued: int = 0
+    unreadable: int = 0
+    verdicts: Counter[str] = field(default_factory=Counter)
+
+
+class Station:
+    """One operator station: inspects frames, records them, takes decisions."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        inspector: Inspector,
+        name: str,
+        *,
+        explain: Callable[[InspectionResult], tuple[np.ndarray | None, dict[str, Any]]] | None = None,
+    ) -> None:
+        self.store = store
+        self.inspector = inspector
+        self.name = name
+        self.explain = explain
+        self.counts = ShiftCounts()
+        self.items: list[StationItem] = []
+        self.model_version_id = self.find_model_version()
+        self.messages: list[str] = []
+
+    def find_model_version(self) -> int | None:
+        """The audit store's id for this model (matched by the content hash of its memory bank)."""
+        for m in self.store.models():
+            if m.weights_hash == self.inspector.info.weights_sha256:
+                return m.id
+        return None
+
+    def register_model(self, engineer: User) -> int:
+        """Records the loaded model as a version (engineers only; the store enforces it)."""
+        info = self.inspector.info
+        self.model_version_id = self.store.register_model(
+            engineer,
+            weights_hash=info.weights_sha256,
+            backbone=info.backbone,
+            manifest_hash=info.manifest_sha256 or "",
+            thresholds=self.inspector.thresholds.to_json(),
+            metrics=info.metrics,
+            model_dir=info.model_dir,
+        )
+        return self.model_version_id
+
+    def _require_model(self) -> int:
+        if self.model_version_id is None:
+            raise ModelNotRegistered(
+                f"model {self.inspector.info.model_dir} is not registered in the audit store; an engineer must "
+                "register it first (inspector models register --model DIR --as ENGINEER)"
+            )
+        return self.model_version_id
+
+    def process(self, result: InspectionResult) -> StationItem:
+        """Explains (when set up) and records one result; a down store queues it."""
+        model_id = self._require_model()
+        gradcam, extras = self.explain(result) if self.explain else (None, {})
+        inspection_id: int | None
+        try:
+            inspection_id = self.store.record_inspection(
+                station=self.name,
+                source=result.source,
+                frame_index=result.frame_index,
+                frame=result.image,
+                model_version_id=model_id,
+                score=result.score,
+                threshold=result.threshold,
+                verdict=result.verdict,
+                anomaly_map=result.anomaly_map,
+                gradcam=gradcam,
+                latency_ms=result.latency_ms,
+            )
+        except RecordQueued as exc:
+            inspection_id = None
+            self.counts.queued += 1
+            self.messages.append(str(exc))
+        item = StationItem(result, inspection_id, gradcam, extras)
+        self.items.append(item)
+        self.counts.inspected += 1
+        self.counts.verdicts[result.verdict] += 1
+        return item
+
+    def run(self, source: FrameSource, batch_size: int = 1) -> Iterator[StationItem | str]:
+        """Inspects a whole source; yields items, and messages for frames that could not be read."""
+        pending: list[tuple[str, np.ndarray]] = []
+
+        def flush() -> Iterator[StationItem]:
+            for r in self.inspector.inspect_images(
+                [f for _, f in pending], sources=[n for n, _ in pending], start_index=len(self.items)
+            ):
+                yield self.process(r)
+            pending.clear()
+
+        for frame in source:
+            if frame.image is None:
+                self.counts.unreadable += 1
+                yield f"skipped {frame.name}: {frame.error}"
+                continue
+            pending.append((frame.name, frame.image))
+            if len(pending) >= batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()
+
+    def decide(
+        self,
+        operator: User,
+        item: StationItem,
+        decision: str,
+        reason_code: str | None = None,
+        reason_text: str | None = None,
+    ) -> int | None:
+        """Records the operator's decision; returns its id, or None if it waits in the queue.
+
+        A decision that disagrees with the model without a reason is refused here, before it
+        reaches the store, so the operator is asked at once.
+        """
+        if decision not in DECISIONS:
+            raise InspectorError(f"decision must be accept or reject, got '{decision}'")
+        disagreeing = disagrees(item.result.verdict, decision)
+        if disagreeing and not (reason_code or (reason_text and reason_text.strip())):
+            raise ReasonRequired(f"the model said {item.result.verdict}; to {decision} this part give a reason")
+        if item.inspection_id is None:
+            self.flush_queue()
+            if item.inspection_id is None:
+                raise InspectorError("this frame's inspection record is still waiting in the retry queue")
+        supersedes = item.decision_id
+        try:
+            decision_id: int | None = self.store.record_decision(
+                operator,
+                item.inspection_id,
+                decision,
+                reason_code=reason_code,
+                reason_text=reason_text or (reason_code if disagreeing else None),
+                supersedes=supersedes,
+            )
+        except RecordQueued as exc:
+            decision_id = None
+            self.counts.queued += 1
+            self.messages.append(str(exc))
+        if item.decision is None:
+            self.counts.accepted += decision == "accept"
+            self.counts.rejected += decision == "reject"
+            self.counts.disagreements += disagreeing
+        item.decision, item.decision_id = decision, decision_id
+        return decision_id
+
+    def flush_queue(self) -> int:
+        """Retries queued records; returns how many are still waiting."""
+        self.store.flush_queue()
+        return self.store.queue_length
