@@ -1,0 +1,63 @@
+"""The engineer's view: training through the worker, evaluation, a logged threshold change."""
+
+from __future__ import annotations
+
+from ui.engineer_view import EngineerWidget
+
+
+def open_view(qtbot, session) -> EngineerWidget:
+    view = EngineerWidget(session)
+    qtbot.addWidget(view)
+    view.resize(1300, 850)
+    view.show()
+    return view
+
+
+def test_training_completes_through_the_worker(qtbot, store, make_session) -> None:
+    view = open_view(qtbot, make_session("eng"))
+    before = view.models_table.rowCount()
+    with qtbot.waitSignal(view.training_done, timeout=120000) as blocker:
+        view.train_button.click()
+        assert view.cancel_button.isEnabled()
+    model_id = blocker.args[0]
+    assert isinstance(model_id, int), model_id
+    assert view.models_table.rowCount() == before + 1
+    assert view.progress.value() == view.progress.maximum()
+    assert store.model(model_id).trained_by == "eng"
+    qtbot.waitUntil(lambda: view.worker is None)
+    assert view.train_button.isEnabled()
+
+
+def test_threshold_what_if_and_logged_save(qtbot, store, make_session) -> None:
+    view = open_view(qtbot, make_session("eng"))
+    with qtbot.waitSignal(view.evaluation_done, timeout=60000) as blocker:
+        view.evaluate_selected()  # nothing selected: the active model
+    summary = blocker.args[0]
+    assert summary.model_id == store.test_model_id
+    qtbot.waitUntil(lambda: view.worker is None)
+    low = float(summary.scores.min()) - 1e-3
+    view.set_threshold(low)
+    assert "false-reject rate <b>100.0 %" in view.rates_label.text()
+    high = float(summary.scores.max()) + 1e-3
+    view.set_threshold(high)
+    assert "false-reject rate <b>0.0 %" in view.rates_label.text()
+    assert "miss rate <b>100.0 %" in view.rates_label.text()
+    view.slider.setValue(0)  # the engineer drags the slider to the far left
+    assert view.threshold() < low and "false-reject rate <b>100.0 %" in view.rates_label.text()
+    view.set_threshold(high)
+    view.save_threshold()
+    view.reason_dialog.choose(text="fewer false rejects on line 1")
+    view.reason_dialog.accept()
+    assert abs(store.model(summary.model_id).threshold - view.threshold()) < 1e-9
+    assert "logged" in view.status.text()
+
+
+def test_activation_needs_a_reason(qtbot, store, make_session) -> None:
+    view = open_view(qtbot, make_session("eng"))
+    view.models_table.selectRow(0)
+    view.activate_selected()
+    dialog = view.reason_dialog
+    dialog.accept()  # empty: refused by the dialog
+    assert dialog.isVisible()
+    dialog.reject()
+    assert "nothing changed" in view.status.text()

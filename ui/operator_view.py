@@ -1,0 +1,391 @@
+"""The operator's screen: the frame, the verdict, accept or reject by key, the shift's counts.
+
+Keyboard first: A accept, R reject, 1/2/3 overlays, Left/Right previous/next, Space pause.
+Inference runs in a ``Worker`` over ``engineering.run_station``; this widget only draws items
+and forwards decisions to ``Station.decide``, which owns the rules (a reason when overruling).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFont, QKeyEvent
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFrame,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from inspector import engineering
+from inspector.errors import InspectorError
+from inspector.station import REASON_CODES, ReasonRequired, Station, StationItem
+from ui.widgets.image_view import FrameWidget
+from ui.widgets.reason_dialog import ReasonDialog
+from ui.widgets.score_bar import ScoreBarWidget
+from ui.widgets.source_bar import SourceBarWidget
+from ui.widgets.verdict import VerdictWidget
+from ui.workers import Worker
+
+BACKLOG = 8  # undecided frames before a folder or video stream waits for the operator
+COUNT_FIELDS = (("inspected", "inspected"), ("accepted", "accepted"), ("rejected", "rejected"),
+                ("disagreements", "overruled"), ("unreadable", "unreadable"))
+
+
+class OperatorWidget(QWidget):
+    """Draws the station's items; every decision goes through ``Station.decide``."""
+
+    frame_shown = Signal(int)  # index of the item now drawn
+    decided = Signal(object)  # the item, after its decision was recorded (or queued)
+    stream_ended = Signal()
+
+    def __init__(self, session: engineering.AppSession, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.station: Station | None = None
+        self.worker: Worker | None = None
+        self.items: list[StationItem] = []
+        self.index = -1
+        self.live = False  # camera: always show the newest frame
+        self.reason_dialog: ReasonDialog | None = None
+        self.messages: list[str] = []  # everything said this session, newest last
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self._build()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        root = QVBoxLayout(self)
+        self.sources = SourceBarWidget(self.session.default_source)
+        self.sources.start_requested.connect(self.start_stream)
+        self.sources.pause_toggled.connect(self.set_paused)
+        self.sources.stop_requested.connect(self.stop_stream)
+        root.addWidget(self.sources)
+        self.banner = QLabel("")
+        self.banner.setWordWrap(True)
+        self.banner.hide()
+        root.addWidget(self.banner)
+        self.queue_banner = QLabel("")
+        self.queue_banner.setStyleSheet("background:#fbe7bf; color:#202124; padding:6px; border-radius:4px;")
+        self.queue_banner.hide()
+        root.addWidget(self.queue_banner)
+        body = QHBoxLayout()
+        root.addLayout(body, 1)
+        left = QVBoxLayout()
+        body.addLayout(left, 1)
+        self.frame = FrameWidget("choose a source and press Start")
+        left.addWidget(self.frame, 1)
+        toggles = QHBoxLayout()
+        self.show_map = QCheckBox("1  anomaly map")
+        self.show_map.setChecked(True)
+        self.show_gradcam = QCheckBox("2  Grad-CAM")
+        self.show_outline = QCheckBox("3  defect outline")
+        self.show_outline.setChecked(True)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(45)
+        self.opacity.setMaximumWidth(160)
+        for w in (self.show_map, self.show_gradcam, self.show_outline, self.opacity):
+            w.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            toggles.addWidget(w)
+            (w.toggled if isinstance(w, QCheckBox) else w.valueChanged).connect(self._redraw)
+        toggles.insertStretch(3)
+        toggles.insertWidget(4, QLabel("opacity"))
+        self.frame_caption = QLabel("")
+        left.addLayout(toggles)
+        left.addWidget(self.frame_caption)
+        body.addWidget(self._side_panel())
+
+    def _side_panel(self) -> QWidget:
+        side = QFrame()
+        side.setFixedWidth(360)
+        lay = QVBoxLayout(side)
+        self.verdict = VerdictWidget()
+        lay.addWidget(self.verdict)
+        self.score_label = QLabel("score —")
+        f = QFont(self.score_label.font())
+        f.setPointSizeF(f.pointSizeF() * 1.3)
+        self.score_label.setFont(f)
+        lay.addWidget(self.score_label)
+        self.score_bar = ScoreBarWidget()
+        lay.addWidget(self.score_bar)
+        self.explain_label = QLabel("defect type: —\nagreement: —")
+        self.explain_label.setWordWrap(True)
+        lay.addWidget(self.explain_label)
+        buttons = QHBoxLayout()
+        self.accept_button = QPushButton("Accept  (A)")
+        self.reject_button = QPushButton("Reject  (R)")
+        for b, colour in ((self.accept_button, "#1e8e3e"), (self.reject_button, "#d93025")):
+            b.setMinimumHeight(64)
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.setStyleSheet(f"QPushButton {{ background:{colour}; color:white; font-size:16pt; font-weight:bold;"
+                            " border-radius:8px; } QPushButton:disabled { background:#dadce0; color:#80868b; }")
+            buttons.addWidget(b)
+        self.accept_button.clicked.connect(lambda: self.decide("accept"))
+        self.reject_button.clicked.connect(lambda: self.decide("reject"))
+        lay.addLayout(buttons)
+        nav = QHBoxLayout()
+        self.prev_button = QPushButton("◀ Previous")
+        self.next_button = QPushButton("Next ▶")
+        for b, step in ((self.prev_button, -1), (self.next_button, 1)):
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.clicked.connect(lambda _=False, s=step: self.step(s))
+            nav.addWidget(b)
+        lay.addLayout(nav)
+        self.decision_label = QLabel("")
+        self.decision_label.setWordWrap(True)
+        lay.addWidget(self.decision_label)
+        shift = QGroupBox("This shift")
+        counts = QGridLayout(shift)
+        counts.setHorizontalSpacing(18)
+        self.count_labels: dict[str, QLabel] = {}
+        for i, (key, title) in enumerate(COUNT_FIELDS + (("OK", "OK"), ("REVIEW", "review"), ("DEFECT", "defect"))):
+            value = QLabel("0")
+            value.setAlignment(Qt.AlignmentFlag.AlignRight)
+            value.setStyleSheet("font-weight:bold;")
+            counts.addWidget(QLabel(title), i % 4, 2 * (i // 4))
+            counts.addWidget(value, i % 4, 2 * (i // 4) + 1)
+            self.count_labels[key] = value
+        lay.addWidget(shift)
+        lay.addStretch(1)
+        hint = QLabel("A accept · R reject · 1 2 3 overlays · ← → frames · Space pause")
+        hint.setStyleSheet("color:#5f6368;")
+        hint.setWordWrap(True)
+        lay.addWidget(hint)
+        self._update_controls()
+        return side
+
+    # ------------------------------------------------------------------ stream
+    def start_stream(self, spec: str, live: bool | None = None) -> None:
+        """Starts inspecting ``spec`` (folder, video file or camera:N) on a worker thread.
+
+        ``live`` shows every new frame at once (the default for cameras); otherwise the view
+        stays on the frame awaiting a decision and later frames wait their turn.
+        """
+        if self.worker is not None:
+            self.stop_stream()
+        if not spec:
+            self.show_message("choose an image folder, a video file or a camera first", error=True)
+            return
+        self.live = (spec.startswith("camera:") or spec.isdigit()) if live is None else live
+        self.show_message(f"loading the model and opening {spec}…")
+        worker = Worker(engineering.run_station, self.session, spec)
+        # Signals queued from an older, stopped worker must not reach the new stream's state.
+        worker.yielded.connect(lambda item, w=worker: self._on_yielded(item) if w is self.worker else None)
+        worker.errored.connect(lambda exc, w=worker: self._on_error(exc) if w is self.worker else None)
+        worker.finished.connect(lambda w=worker: self._on_finished(w))
+        self.worker = worker
+        self.sources.set_running(True)
+        worker.start()
+        self.setFocus()
+
+    def stop_stream(self) -> None:
+        """Stops and joins the worker: the camera is released before this returns."""
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.stop_and_wait()
+            self.sources.set_running(False)
+            self.show_message(f"stopped after {len(self.items)} frames")
+
+    def set_paused(self, paused: bool) -> None:
+        if self.worker is None:
+            return
+        (self.worker.pause if paused else self.worker.resume)()
+        self.show_message("paused" if paused else "running")
+
+    def _on_yielded(self, item: Any) -> None:
+        if isinstance(item, Station):
+            self.station = item
+            return
+        if isinstance(item, str):
+            self.show_message(item, error=item.startswith("skipped"))
+            self._update_counts()
+            return
+        self.items.append(item)
+        current = self.current()
+        if self.live or current is None or (self.index == len(self.items) - 2 and current.decision is not None):
+            self.show_item(len(self.items) - 1)
+        self._throttle()
+        self._update_counts()
+        self._update_controls()
+
+    def _throttle(self) -> None:
+        """A folder or video waits for the operator rather than racing ahead of them."""
+        if self.worker is None or self.live:
+            return
+        waiting = len(self.items) - 1 - max(self.index, 0)
+        if waiting >= BACKLOG and not self.worker.paused:
+            self.worker.pause()
+        elif waiting < BACKLOG and self.worker.paused and not self.sources.pause.isChecked():
+            self.worker.resume()
+
+    def _on_error(self, exc: BaseException) -> None:
+        text = str(exc) if isinstance(exc, InspectorError) else f"{type(exc).__name__}: {exc}"
+        self.show_message(text, error=True)
+
+    def _on_finished(self, worker: Worker) -> None:
+        worker.deleteLater()
+        if worker is not self.worker:
+            return
+        self.worker = None
+        self.sources.set_running(False)
+        if self.items and not self.banner.property("error"):
+            self.show_message(f"source finished: {len(self.items)} frames inspected")
+        self.stream_ended.emit()
+
+    # ------------------------------------------------------------------ drawing
+    def current(self) -> StationItem | None:
+        return self.items[self.index] if 0 <= self.index < len(self.items) else None
+
+    def show_item(self, index: int) -> None:
+        self.index = max(0, min(index, len(self.items) - 1))
+        self._redraw()
+        self._update_controls()
+        self._throttle()
+        self.frame_shown.emit(self.index)
+
+    def step(self, delta: int) -> None:
+        if self.items:
+            self.show_item(self.index + delta)
+
+    def _redraw(self) -> None:
+        item = self.current()
+        if item is None or self.station is None:
+            return
+        r = item.result
+        th = self.station.inspector.thresholds
+        self.frame.set_frame(
+            engineering.compose_overlay(
+                r.image,
+                r.anomaly_map,
+                item.gradcam,
+                th,
+                show_map=self.show_map.isChecked(),
+                show_gradcam=self.show_gradcam.isChecked(),
+                show_outline=self.show_outline.isChecked(),
+                opacity=self.opacity.value() / 100,
+            )
+        )
+        self.verdict.set_verdict(r.verdict)
+        self.score_label.setText(f"score <b>{r.score:.3f}</b> · threshold {r.threshold:.3f}")
+        self.score_bar.set_values(r.score, r.review_threshold, r.threshold)
+        defect, agreement = engineering.explain_fields(item.extras)
+        flagged = r.verdict != "OK"
+        self.explain_label.setText(
+            f"Defect type: <b>{defect or ('not available' if flagged else '—')}</b><br>"
+            f"Agreement (map vs Grad-CAM): <b>{'not available' if agreement is None else f'{agreement:.2f}'}</b>"
+            + ("" if item.gradcam is not None else "<br>Grad-CAM: not available")
+        )
+
+    def _update_controls(self) -> None:
+        item = self.current()
+        if item is not None:
+            self.frame_caption.setText(f"frame {self.index + 1} of {len(self.items)} · {item.result.source}")
+        for b in (self.accept_button, self.reject_button):
+            b.setEnabled(item is not None)
+        self.prev_button.setEnabled(self.index > 0)
+        self.next_button.setEnabled(0 <= self.index < len(self.items) - 1)
+        if item is None:
+            self.decision_label.setText("")
+        elif item.decision is None:
+            ahead = len(self.items) - 1 - self.index
+            self.decision_label.setText("waiting for your decision" + (f" · {ahead} more ready" if ahead else ""))
+        else:
+            queued = " (waiting in the retry queue)" if item.decision_id is None else ""
+            self.decision_label.setText(f"<b>{item.decision}ed</b> by {self.session.user.name}{queued}")
+
+    def _update_counts(self) -> None:
+        if self.station is None:
+            return
+        c = self.station.counts
+        for key, _ in COUNT_FIELDS:
+            self.count_labels[key].setText(str(getattr(c, key)))
+        for v in ("OK", "REVIEW", "DEFECT"):
+            self.count_labels[v].setText(str(c.verdicts[v]))
+
+    def show_message(self, text: str, *, error: bool = False) -> None:
+        self.messages.append(text)
+        colour = "#f6d0cd" if error else "#e8f0fe"
+        self.banner.setStyleSheet(f"background:{colour}; color:#202124; padding:6px; border-radius:4px;")
+        self.banner.setProperty("error", error)
+        self.banner.setText(text)
+        self.banner.show()
+
+    def message_text(self) -> str:
+        return self.banner.text()
+
+    def set_queue_length(self, n: int) -> None:
+        """Shown while records wait for the database; they are kept on disk, not lost."""
+        self.queue_banner.setVisible(n > 0)
+        self.queue_banner.setText(
+            f"⚠ {n} record(s) waiting in the retry queue: the audit database is unreachable. "
+            "Keep working: they are kept and sent when it is back."
+        )
+
+    # ------------------------------------------------------------------ decisions
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt's name
+        key = event.key()
+        actions = {
+            Qt.Key.Key_A: lambda: self.decide("accept"),
+            Qt.Key.Key_R: lambda: self.decide("reject"),
+            Qt.Key.Key_1: self.show_map.toggle,
+            Qt.Key.Key_2: self.show_gradcam.toggle,
+            Qt.Key.Key_3: self.show_outline.toggle,
+            Qt.Key.Key_Left: lambda: self.step(-1),
+            Qt.Key.Key_Right: lambda: self.step(1),
+            Qt.Key.Key_Space: lambda: self.sources.pause.toggle() if self.worker else None,
+        }
+        action = actions.get(Qt.Key(key))
+        if action is None:
+            super().keyPressEvent(event)
+            return
+        action()
+
+    def decide(self, decision: str, reason_code: str | None = None, reason_text: str | None = None) -> None:
+        """Records a decision; asks for a reason when the station says one is required."""
+        item = self.current()
+        if item is None or self.station is None:
+            return
+        try:
+            self.station.decide(self.session.user, item, decision, reason_code, reason_text)
+        except ReasonRequired as exc:
+            self._ask_reason(item, decision, str(exc))
+            return
+        except InspectorError as exc:
+            self.show_message(f"decision not recorded: {exc}", error=True)
+            return
+        self._after_decision(item)
+
+    def _ask_reason(self, item: StationItem, decision: str, why: str) -> None:
+        dlg = ReasonDialog(f"Reason to {decision}", why, REASON_CODES, self)
+        self.reason_dialog = dlg
+
+        def done(result: int) -> None:
+            self.reason_dialog = None
+            if result and dlg.code:
+                self.decide(decision, dlg.code, dlg.text or None)
+            else:
+                self.show_message(f"{decision} not recorded: a reason is required to overrule the model", error=True)
+            self.setFocus()
+            dlg.deleteLater()
+
+        dlg.finished.connect(done)
+        dlg.open()
+
+    def _after_decision(self, item: StationItem) -> None:
+        self._update_counts()
+        self.decided.emit(item)
+        if item is self.current() and self.index < len(self.items) - 1:
+            self.show_item(self.index + 1)
+        else:
+            self._update_controls()
+
+    def shutdown(self) -> None:
+        """Stops the stream and waits for its thread (called when the window closes)."""
+        self.stop_stream()

@@ -1,0 +1,1 @@
+"""Small drawing widgets shared by the views: frame, score bar, verdict, plots, reason picker."""
