@@ -115,24 +115,24 @@ BACKBONES: dict[str, BackboneSpec] = {
         "efficientnet_lite0",
         (0.5, 0.5, 0.5),
         (0.5, 0.5, 0.5),
-        ("blocks.1", "blocks.2"),
-        {"blocks.0": 2, "blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16},
+        ("pixels", "blocks.2", "blocks.3"),
+        {"pixels": 1, "blocks.0": 2, "blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16},
         _build_efficientnet_lite0,
     ),
     "resnet18": BackboneSpec(
         "resnet18",
         IMAGENET_MEAN,
         IMAGENET_STD,
-        ("layer2", "layer3"),
-        {"layer1": 4, "layer2": 8, "layer3": 16},
+        ("pixels", "layer2", "layer3"),
+        {"pixels": 1, "layer1": 4, "layer2": 8, "layer3": 16},
         _torchvision_builder("resnet18"),
     ),
     "wide_resnet50_2": BackboneSpec(
         "wide_resnet50_2",
         IMAGENET_MEAN,
         IMAGENET_STD,
-        ("layer2", "layer3"),
-        {"layer1": 4, "layer2": 8, "layer3": 16},
+        ("pixels", "layer2", "layer3"),
+        {"pixels": 1, "layer1": 4, "layer2": 8, "layer3": 16},
         _torchvision_builder("wide_resnet50_2"),
     ),
 }
@@ -159,10 +159,10 @@ class FeatureExtractor(nn.Module):
         self.body = body
         self._stages = self._ordered_stages(body)
         names = [n for n, _ in self._stages]
-        missing = [layer for layer in self.layers if layer not in names]
+        missing = [layer for layer in self.layers if layer not in names and layer != "pixels"]
         if missing:
             raise BackboneError(f"unknown stage(s) {missing}; this backbone has {names}")
-        last = max(names.index(layer) for layer in self.layers)
+        last = max((names.index(layer) for layer in self.layers if layer != "pixels"), default=0)
         self._stages = self._stages[: last + 1]
         for p in self.body.parameters():
             p.requires_grad_(False)
@@ -185,6 +185,10 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
+        if "pixels" in self.layers:
+            # Colour extremes per cell (max of x and of -x): tiny dark specks that ImageNet
+            # features average away stay visible here.
+            out["pixels"] = torch.cat([x, -x], dim=1)
         for name, stage in self._stages:
             x = stage(x)
             if name in self.layers:

@@ -113,21 +113,43 @@ def eval_cmd(model_dir: Path, manifest: Path, root: Path, json_out: Path, device
 
 
 @click.command("predict")
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None, help="Model directory.")
+@click.option(
+    "--onnx",
+    "onnx_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Instead of --model: a file from 'inspector export', run by ONNX Runtime (thresholds inside; no Grad-CAM).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @device_option
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-def predict_cmd(model_dir: Path, out: Path, device: str, images: tuple[Path, ...]) -> None:
-    """Score IMAGES; write a JSON (score, threshold, verdict) and an overlay PNG for each.
+def predict_cmd(
+    model_dir: Path | None, out: Path, device: str, images: tuple[Path, ...], onnx_file: Path | None = None
+) -> None:
+    """Score IMAGES; write a JSON (score, threshold, verdict) and a PNG (frame | anomaly map | Grad-CAM) each.
 
     Example: inspector predict --model models_out/pill --out predictions ../shared/data/pillqc/chip/*.jpg
     """
+    if (model_dir is None) == (onnx_file is None):
+        raise click.UsageError("give exactly one of --model MODEL_DIR or --onnx FILE")
+    if onnx_file is not None:
+        from inspector.cli.bench_cmds import predict_onnx
+
+        predict_onnx(onnx_file, out, images)
+        return
+    assert model_dir is not None
+    from inspector.cli.explain_cmds import header
+    from inspector.explain import Explainer
+
     inspector = Inspector.load(model_dir, device)
+    explainer = Explainer.load(inspector)
     frames = [(p, read_image(p)) for p in images]  # read all first: a bad file fails before any output
     out.mkdir(parents=True, exist_ok=True)
     t = inspector.thresholds
     for path, frame in frames:
         r = inspector.inspect_images([frame], sources=[str(path)])[0]
+        e = explainer.explain(frame, ("anomaly", "gradcam"))
         doc = {
             "image": str(path),
             "score": r.score,
@@ -137,12 +159,20 @@ def predict_cmd(model_dir: Path, out: Path, device: str, images: tuple[Path, ...
             "latency_ms": round(r.latency_ms, 2),
             "frame_sha256": r.frame_sha256,
             "model": inspector.info.weights_sha256,
+            "defect_type": e.defect_type,
+            "defect_probability": e.defect_probability,
+            "agreement": e.agreement,
+            "explain_ms": {k: round(v, 2) for k, v in e.ms.items()},
         }
         write_json(out / f"{path.stem}.json", doc)
+        grad_title = "Grad-CAM" + (f" (agreement {e.agreement:.2f})" if e.agreement is not None else "")
         png = panels(
             frame,
-            [("anomaly map", r.anomaly_map, t.map_low, t.map_high, t.decision)],
-            header=f"{r.verdict}  score {r.score:.3f} / thr {r.threshold:.3f}",
+            [
+                ("anomaly map", r.anomaly_map, t.map_low, t.map_high, t.decision),
+                (grad_title, e.display("gradcam"), t.map_low, t.map_high, t.decision),
+            ],
+            header=header(e),
         )
         cv2.imwrite(str(out / f"{path.stem}.png"), cv2.cvtColor(png, cv2.COLOR_RGB2BGR))
         click.echo(f"{path}: {r.verdict} (score {r.score:.4f}, threshold {r.threshold:.4f})")

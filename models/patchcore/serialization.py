@@ -57,6 +57,9 @@ def save_patchcore(model: PatchCore, directory: str | Path, metadata: dict[str, 
         "memory_bank": model.memory_bank.detach().cpu().contiguous(),
         "bank_neighbours": model.bank_neighbours.detach().cpu().contiguous(),
     }
+    if model.channel_mean.numel():
+        tensors["channel_mean"] = model.channel_mean.detach().cpu().contiguous()
+        tensors["channel_scale"] = model.channel_scale.detach().cpu().contiguous()
     tmp = out / (TENSOR_FILE + ".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(out / TENSOR_FILE)
@@ -130,6 +133,11 @@ def load_patchcore(directory: str | Path, device: str | torch.device = "cpu") ->
             f"memory bank has {bank.shape[1]} features per patch; backbone '{config.backbone}' with "
             f"layers {list(config.layers)} gives {expected_dim}"
         )
+    if config.standardize:
+        mean, scale = tensors.get("channel_mean"), tensors.get("channel_scale")
+        if mean is None or scale is None or mean.shape != (bank.shape[1],) or scale.shape != mean.shape:
+            raise ModelFileError(f"{tensor_path} lacks the channel statistics its settings need")
+        model.channel_mean, model.channel_scale = mean.float(), scale.float()
     model.memory_bank = bank.float()
     model.bank_sq = (model.memory_bank**2).sum(1)
     model.bank_neighbours = nbrs.long()

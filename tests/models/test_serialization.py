@@ -70,3 +70,15 @@ def test_model_for_another_backbone_is_refused(saved, tmp_path: Path) -> None:
     (d / "model.json").write_text(json.dumps(doc))
     with pytest.raises(ModelFileError, match="needs backbone 'resnet18'"):
         load_patchcore(d)
+
+
+def test_standardized_model_round_trips_its_channel_statistics(tmp_path: Path) -> None:
+    cfg = PatchCoreConfig(layers=("blocks.1", "blocks.2"), input_size=64, coreset_ratio=0.5, pretrained=False,
+                          standardize=True)
+    model = PatchCore(cfg)
+    model.fit([torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))])
+    assert model.channel_mean.numel() == model.memory_bank.shape[1]
+    save_patchcore(model, tmp_path / "s")
+    loaded, _ = load_patchcore(tmp_path / "s")
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.equal(loaded.predict(x).score, model.predict(x).score)

@@ -1,0 +1,148 @@
+"""``inspector explain | train-defects``: explanation overlays and the defect classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+
+from inspector.cli.common import device_option, root_option, write_json
+from inspector.explain import (
+    METHODS,
+    Explainer,
+    Explanation,
+    NoDefectClassifierError,
+    check_methods,
+    train_defect_head,
+)
+from inspector.images import read_image
+from inspector.overlay import panels
+from inspector.pipeline import Inspector
+
+TITLES = {
+    "anomaly": "anomaly map",
+    "gradcam": "Grad-CAM of the score",
+    "defect-gradcam": "Grad-CAM of the defect type",
+    "occlusion": "occlusion sensitivity",
+    "saliency": "input-gradient saliency",
+}
+
+
+def header(e: Explanation) -> str:
+    """The frame panel's title: verdict, score against threshold, defect type where known."""
+    text = f"{e.verdict}  score {e.score:.3f} / thr {e.threshold:.3f}"
+    if e.defect_type:
+        text += f"  {e.defect_type} {e.defect_probability:.2f}"
+    return text
+
+
+def method_panel(frame: np.ndarray, e: Explanation, method: str, inspector: Inspector, opacity: float) -> np.ndarray:
+    """frame | one method's overlay, in the model's fixed colour range with the threshold outlined."""
+    t = inspector.thresholds
+    title = TITLES[method]
+    if method == "gradcam" and e.agreement is not None:
+        title += f" (agreement {e.agreement:.2f})"
+    if method == "defect-gradcam" and e.defect_probabilities:
+        best = max(e.defect_probabilities, key=e.defect_probabilities.__getitem__)
+        title = f"Grad-CAM of '{best}'"
+    return panels(
+        frame, [(title, e.display(method), t.map_low, t.map_high, t.decision)], header=header(e), opacity=opacity
+    )
+
+
+def _methods(raw: tuple[str, ...]) -> tuple[str, ...]:
+    return check_methods([m.strip() for item in raw for m in item.split(",") if m.strip()])
+
+
+@click.command("explain")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--method",
+    "raw_methods",
+    multiple=True,
+    default=("anomaly", "gradcam"),
+    show_default=True,
+    help=f"Repeat or comma-separate: {', '.join(METHODS)}.",
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--opacity", type=click.FloatRange(0, 1), default=0.45, show_default=True)
+@device_option
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+def explain_cmd(
+    model_dir: Path, raw_methods: tuple[str, ...], out: Path, opacity: float, device: str, images: tuple[Path, ...]
+) -> None:
+    """Explain IMAGES: an overlay PNG per image and method, and a JSON of figures per image.
+
+    occlusion and saliency are slower (for a closer look); defect-gradcam needs a defect
+    classifier (inspector train-defects).
+
+    Example: inspector explain --model models_out/pill --method anomaly,gradcam --out why
+    ../shared/data/pillqc/chip/*.jpg
+    """
+    methods = _methods(raw_methods)
+    inspector = Inspector.load(model_dir, device)
+    explainer = Explainer.load(inspector)
+    if "defect-gradcam" in methods and not explainer.has_defect_classifier:
+        raise NoDefectClassifierError(
+            f"model {model_dir} has no defect classifier, so there is no defect Grad-CAM; "
+            "train one with inspector train-defects"
+        )
+    frames = [(p, read_image(p)) for p in images]  # read all first: a bad file fails before any output
+    out.mkdir(parents=True, exist_ok=True)
+    for path, frame in frames:
+        e = explainer.explain(frame, methods)
+        for method in methods:
+            png = method_panel(frame, e, method, inspector, opacity)
+            cv2.imwrite(str(out / f"{path.stem}_{method}.png"), cv2.cvtColor(png, cv2.COLOR_RGB2BGR))
+        doc = {"image": str(path), "model": inspector.info.weights_sha256, **e.figures()}
+        write_json(out / f"{path.stem}.json", doc)
+        extra = f", agreement {e.agreement:.2f}" if e.agreement is not None else ""
+        kind = f", {e.defect_type} ({e.defect_probability:.2f})" if e.defect_type else ""
+        click.echo(f"{path}: {e.verdict} (score {e.score:.4f}{kind}{extra})")
+
+
+@click.command("train-defects")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--manifest", type=click.Path(path_type=Path), required=True)
+@root_option
+@click.option(
+    "--share",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Share of each defect's labelled images that trains; the rest measures the classifier.",
+)
+@click.option(
+    "--split",
+    "splits",
+    type=click.Choice(["train", "val", "test"]),
+    multiple=True,
+    help="Only defect images from these splits (default: all).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+def train_defects_cmd(
+    model_dir: Path, manifest: Path, root: Path, share: float, splits: tuple[str, ...], seed: int, device: str
+) -> None:
+    """Train the defect-type classifier of a model from labelled defect images; save it beside the model.
+
+    Example: inspector train-defects --model models_out/pill --manifest data_manifests/pillqc.json
+    --root ../shared/data/pillqc --share 0.5
+    """
+    inspector = Inspector.load(model_dir, device)
+    r = train_defect_head(inspector, manifest, root, share=share, splits=splits or None, seed=seed)
+    click.echo(f"defect classifier for {model_dir}: classes {', '.join(r.head.classes)}")
+    click.echo("trained on " + ", ".join(f"{c} {n}" for c, n in r.n_train.items()))
+    if r.heldout_accuracy is None:
+        click.echo("nothing held out (share 1): no accuracy measured")
+        return
+    per = ", ".join(f"{c} {a:.3f}" for c, a in r.per_class_accuracy.items())
+    click.echo(f"held-out accuracy {r.heldout_accuracy:.3f} on {sum(r.n_heldout.values())} images ({per})")
+    click.echo(f"confusion (rows true, columns predicted, {'/'.join(r.head.classes)}): {r.confusion}")
+
+
+def register(main: click.Group) -> None:
+    for cmd in (explain_cmd, train_defects_cmd):
+        main.add_command(cmd)
