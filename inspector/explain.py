@@ -95,7 +95,9 @@ class Explanation:
         if method == "anomaly":
             return m
         top = max(self.score, self.floor)
-        return np.where(m > 0, self.floor + m * np.float32(top - self.floor), 0.0).astype(np.float32)
+        peak = float(m.max())
+        unit = m / np.float32(peak) if peak > 0 else m  # resizing to the frame can shave the peak
+        return np.where(m > 0, self.floor + unit * np.float32(top - self.floor), 0.0).astype(np.float32)
 
     def figures(self) -> dict[str, Any]:
         """The JSON-ready numbers: score, verdict, defect type, agreement, ms per method."""

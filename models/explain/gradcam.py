@@ -28,7 +28,8 @@ from models.patchcore.model import PatchCore
 def deepest_layer(model: PatchCore) -> str:
     """The deepest backbone stage PatchCore reads: its features are the most semantic."""
     order = [name for name, _ in model.extractor._stages]
-    return max(model.config.layers, key=order.index)
+    # "pixels" is the input itself, not a module: Grad-CAM needs a stage with activations.
+    return max((layer for layer in model.config.layers if layer in order), key=order.index)
 
 
 def stage_module(model: PatchCore, layer: str | None = None) -> nn.Module:

@@ -52,7 +52,7 @@ def test_resnet18_loads_a_matching_file_and_refuses_a_mismatched_one(tmp_path: P
     good = tmp_path / "r18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), good)
     ext, _ = build_feature_extractor("resnet18", weights=str(good))
-    assert set(ext(torch.randn(1, 3, 64, 64))) == {"layer2", "layer3"}
+    assert set(ext(torch.randn(1, 3, 64, 64))) == {"pixels", "layer2", "layer3"}
     wrong = tmp_path / "lite0.pth"
     torch.save(build_feature_extractor("efficientnet_lite0", pretrained=False)[0].body.state_dict(), wrong)
     with pytest.raises(BackboneError, match="does not fit backbone 'resnet18'"):
