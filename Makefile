@@ -7,7 +7,7 @@ setup:
 	bash scripts/bootstrap.sh test
 
 demo: setup
-	$(VENV)/bin/inspector demo
+	bash scripts/demo.sh
 
 test: setup
 	bash scripts/run_tests.sh

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import norm
 from sklearn.metrics import precision_recall_curve
 
 DEFAULT_TARGET_FRR = 0.01
@@ -73,13 +74,22 @@ def _map_range(good_maps: np.ndarray | None, decision: float) -> tuple[float, fl
 def calibrate_good_only(
     good_scores: np.ndarray, good_maps: np.ndarray | None = None, target_frr: float = DEFAULT_TARGET_FRR
 ) -> Thresholds:
-    """Threshold at the (1 - target_frr) quantile of held-out good scores."""
+    """Threshold for a target false-reject rate from held-out good scores.
+
+    A 1% quantile cannot be read off ten scores (it would be their maximum, about a 9% false-
+    reject rate), so the tail is estimated from a normal fit, mean + z * sd, and the threshold is
+    never below the empirical quantile. With many held-out images the two agree.
+    """
     if len(good_scores) == 0:
         raise ValueError("calibration needs at least one held-out good image")
     if not 0 < target_frr < 1:
         raise ValueError("target false-reject rate must be between 0 and 1")
-    decision = float(np.quantile(good_scores, 1 - target_frr))
-    review = float(np.quantile(good_scores, max(0.0, 1 - 10 * target_frr)))
+    scores = np.asarray(good_scores, dtype=np.float64)
+    sd = float(scores.std(ddof=1)) if len(scores) > 1 else 0.1 * abs(float(scores[0]))
+    mean = float(scores.mean())
+    decision = max(float(np.quantile(scores, 1 - target_frr)), mean + float(norm.ppf(1 - target_frr)) * sd)
+    review = max(float(np.quantile(scores, max(0.0, 1 - 10 * target_frr))),
+                 mean + float(norm.ppf(max(0.5, 1 - 10 * target_frr))) * sd)
     review = min(review, decision * 0.95)
     low, high = _map_range(good_maps, decision)
     return Thresholds(decision, review, low, high, "good-only quantile", target_frr)

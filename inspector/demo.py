@@ -12,6 +12,8 @@ from inspector.settings import cache_dir
 from inspector.synthetic import DATASETS, write_dataset
 from inspector.training import Progress, train
 
+DEMO_TRAIN = 64
+
 
 def demo_paths(workdir: str | Path | None = None) -> tuple[Path, Path]:
     base = Path(workdir) if workdir else cache_dir() / "demo"
@@ -32,14 +34,15 @@ def prepare_demo_model(
     manifest_path = data_root / f"{kind}.json"
     model_dir = models_root / kind
     if not manifest_path.is_file():
-        manifest = write_dataset(data_root, kind, seed=seed)
+        manifest = write_dataset(data_root, kind, n_train=DEMO_TRAIN, seed=seed)
         manifest.save(manifest_path)
     else:
         from inspector.manifest import load_manifest
 
         manifest = load_manifest(manifest_path)
     if not (model_dir / "model.json").is_file():
-        train(manifest, data_root, model_dir, device=device, progress=progress)
+        # A quarter held out: enough good scores for the threshold's tail (see calibration).
+        train(manifest, data_root, model_dir, device=device, progress=progress, holdout_share=0.25)
     return data_root, manifest_path, model_dir
 
 
