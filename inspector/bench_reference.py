@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -110,6 +111,26 @@ def fit_reference(
     """
     from anomalib.models.components import KCenterGreedy
 
+    # anomalib's sparse projection draws from NumPy's global RNG (random_state=None): seed it
+    # for a reproducible comparison, and hand the caller's RNG state back afterwards.
+    numpy_state = np.random.get_state()
+    try:
+        return _fit_reference(model, batches, normalize, ratio, seed, budget_s, fallback_bank, sync, KCenterGreedy)
+    finally:
+        np.random.set_state(numpy_state)
+
+
+def _fit_reference(
+    model: Any,
+    batches: Sequence[torch.Tensor],
+    normalize: Callable[[torch.Tensor], torch.Tensor],
+    ratio: float,
+    seed: int,
+    budget_s: float,
+    fallback_bank: torch.Tensor,
+    sync: Callable[[], None],
+    KCenterGreedy: Any,  # noqa: N803 - the anomalib class, imported lazily by the caller
+) -> ReferenceFit:
     device = next(model.parameters()).device
     model.train()
     sync()
@@ -123,6 +144,7 @@ def fit_reference(
     n_steps = int(embedding.shape[0] * ratio) - 1
     with _quiet_tqdm():
         torch.manual_seed(seed)
+        np.random.seed(seed)
         tic = time.perf_counter()
         probe = KCenterGreedy(embedding=embedding, sampling_ratio=ratio)
         probe.model.fit(embedding)
@@ -145,6 +167,7 @@ def fit_reference(
             model.eval()
             return ReferenceFit(extract_s + estimate, True, 1.0 / per_step, "inspector's memory bank")
         torch.manual_seed(seed)
+        np.random.seed(seed)
         sync()
         tic = time.perf_counter()
         with warnings.catch_warnings():  # anomalib warns about an argument it is not given

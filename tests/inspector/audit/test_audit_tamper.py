@@ -44,7 +44,8 @@ def test_edited_row(trail: Seeded) -> None:
 def test_edited_ledger_entry(trail: Seeded) -> None:
     shell(
         trail.path,
-        "UPDATE ledger SET content_hash = 'f' || substr(content_hash, 2) WHERE table_name = 'decisions' AND row_id = 2",
+        "UPDATE ledger SET content_hash = (CASE WHEN substr(content_hash, 1, 1) = 'f' THEN 'e' ELSE 'f' END)"
+        " || substr(content_hash, 2) WHERE table_name = 'decisions' AND row_id = 2",  # always a real change
     )
     assert first(trail) == ("edited", "decisions", 2)
 
