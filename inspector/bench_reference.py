@@ -71,6 +71,17 @@ class ReferenceFit:
     bank_source: str
 
 
+@contextlib.contextmanager
+def _numpy_rng_restored() -> Iterator[None]:
+    """anomalib's sparse projection draws from NumPy's global RNG (random_state=None): the fit
+    seeds it for a reproducible comparison, and the caller's RNG state comes back afterwards."""
+    state = np.random.get_state()
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def build_reference(backbone_name: str, layers: Sequence[str], body: nn.Module, num_neighbours: int) -> Any:
     """anomalib's PatchcoreModel with ``body``'s weights loaded by name (timm names on both sides)."""
     if not anomalib_available():
@@ -111,26 +122,6 @@ def fit_reference(
     """
     from anomalib.models.components import KCenterGreedy
 
-    # anomalib's sparse projection draws from NumPy's global RNG (random_state=None): seed it
-    # for a reproducible comparison, and hand the caller's RNG state back afterwards.
-    numpy_state = np.random.get_state()
-    try:
-        return _fit_reference(model, batches, normalize, ratio, seed, budget_s, fallback_bank, sync, KCenterGreedy)
-    finally:
-        np.random.set_state(numpy_state)
-
-
-def _fit_reference(
-    model: Any,
-    batches: Sequence[torch.Tensor],
-    normalize: Callable[[torch.Tensor], torch.Tensor],
-    ratio: float,
-    seed: int,
-    budget_s: float,
-    fallback_bank: torch.Tensor,
-    sync: Callable[[], None],
-    KCenterGreedy: Any,  # noqa: N803 - the anomalib class, imported lazily by the caller
-) -> ReferenceFit:
     device = next(model.parameters()).device
     model.train()
     sync()
@@ -142,7 +133,7 @@ def _fit_reference(
     extract_s = time.perf_counter() - tic
     embedding = torch.vstack(model.embedding_store)
     n_steps = int(embedding.shape[0] * ratio) - 1
-    with _quiet_tqdm():
+    with _quiet_tqdm(), _numpy_rng_restored():
         torch.manual_seed(seed)
         np.random.seed(seed)
         tic = time.perf_counter()

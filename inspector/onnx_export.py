@@ -22,8 +22,7 @@ from torch import nn
 
 from inspector.calibration import Thresholds
 from inspector.errors import ConfigError, ModelError
-from inspector.images import frame_sha256
-from inspector.pipeline import InspectionResult, Inspector, ModelInfo
+from inspector.pipeline import InspectionResult, Inspector, ModelInfo, build_results
 from inspector.preprocess import to_batch
 from models.patchcore import PatchCore
 from models.patchcore.anomaly_map import anomaly_map
@@ -162,30 +161,11 @@ class OnnxInspector:
         self, images: Sequence[np.ndarray], *, sources: Sequence[str] | None = None, start_index: int = 0
     ) -> list[InspectionResult]:
         """Scores RGB uint8 frames as ``Inspector.inspect_images`` does, through ONNX Runtime."""
-        import cv2
-
         if not images:
             return []
         t0 = time.perf_counter()
         scores, maps = self.predict(to_batch(images, self.input_size).numpy())
         per_frame_ms = (time.perf_counter() - t0) * 1000 / len(images)
-        results = []
-        for i, (img, s, m) in enumerate(zip(images, scores, maps, strict=True)):
-            h, w = img.shape[:2]
-            full = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) if (h, w) != m.shape else m
-            results.append(
-                InspectionResult(
-                    start_index + i,
-                    sources[i] if sources else f"frame {start_index + i}",
-                    img,
-                    float(s),
-                    self.thresholds.decision,
-                    self.thresholds.review,
-                    self.thresholds.verdict(float(s)),
-                    full.astype(np.float32),
-                    per_frame_ms,
-                    frame_sha256(img),
-                    {"runtime": "onnxruntime"},
-                )
-            )
-        return results
+        return build_results(
+            images, scores, maps, self.thresholds, per_frame_ms, sources, start_index, {"runtime": "onnxruntime"}
+        )

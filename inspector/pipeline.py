@@ -55,6 +55,39 @@ class InspectionResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def build_results(
+    images: Sequence[np.ndarray],
+    scores: np.ndarray,
+    maps: np.ndarray,
+    thresholds: Thresholds,
+    per_frame_ms: float,
+    sources: Sequence[str] | None = None,
+    start_index: int = 0,
+    extras: dict[str, Any] | None = None,
+) -> list[InspectionResult]:
+    """Model outputs to results, maps resized to each frame; shared by every runtime."""
+    results = []
+    for i, (img, s, m) in enumerate(zip(images, scores, maps, strict=True)):
+        h, w = img.shape[:2]
+        full = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) if (h, w) != m.shape else m
+        results.append(
+            InspectionResult(
+                start_index + i,
+                sources[i] if sources else f"frame {start_index + i}",
+                img,
+                float(s),
+                thresholds.decision,
+                thresholds.review,
+                thresholds.verdict(float(s)),
+                full.astype(np.float32),
+                per_frame_ms,
+                frame_sha256(img),
+                dict(extras or {}),
+            )
+        )
+    return results
+
+
 class Inspector:
     """A loaded model with its thresholds, ready to inspect frames in batches."""
 
@@ -102,25 +135,7 @@ class Inspector:
         scores = pred.score.float().cpu().numpy()
         maps = pred.anomaly_map.float().cpu().numpy()
         per_frame_ms = (time.perf_counter() - t0) * 1000 / len(images)
-        results = []
-        for i, (img, s, m) in enumerate(zip(images, scores, maps, strict=True)):
-            h, w = img.shape[:2]
-            full = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) if (h, w) != m.shape else m
-            results.append(
-                InspectionResult(
-                    start_index + i,
-                    sources[i] if sources else f"frame {start_index + i}",
-                    img,
-                    float(s),
-                    self.thresholds.decision,
-                    self.thresholds.review,
-                    self.thresholds.verdict(float(s)),
-                    full.astype(np.float32),
-                    per_frame_ms,
-                    frame_sha256(img),
-                )
-            )
-        return results
+        return build_results(images, scores, maps, self.thresholds, per_frame_ms, sources, start_index)
 
     def inspect_stream(
         self, frames: Iterable[tuple[str, np.ndarray]], batch_size: int = 1

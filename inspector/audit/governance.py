@@ -23,21 +23,19 @@ from inspector.audit import chain, queries
 from inspector.audit.errors import (
     AuthenticationError,
     PermissionDenied,
-    RecordQueued,
-    StoreUnavailable,
     ValidationError,
 )
+from inspector.audit.internals import StoreInternals
 from inspector.audit.passwords import hash_password, verify_password
 from inspector.audit.records import DecisionView, ModelInfo, User
 from inspector.audit.roles import Action, Role, parse_role, require
 from inspector.audit.schema import (
-    Base,
     ModelVersionRow,
     UserRow,
 )
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
+    pass
 
 T = TypeVar("T")
 USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -72,21 +70,8 @@ def _user_state(row: UserRow) -> dict[str, Any]:
     return {"name": row.name, "role": row.role, "active": row.active, "password_digest": digest}
 
 
-class GovernanceMixin:
+class GovernanceMixin(StoreInternals):
     """Users, models and exports; mixed into ``AuditStore``."""
-
-    frames_dir: Path
-    db_path: Path | None
-
-    if TYPE_CHECKING:
-        _nested: bool
-
-        def _write(self, fn: Callable[[Session], T]) -> T: ...
-        def _read(self) -> AbstractContextManager[Session]: ...
-        def _append(self, s: Session, row: Base) -> int: ...
-        def _event(self, s: Session, kind: str, actor: str | None, **details: Any) -> int: ...
-        def _enqueue(self, record: dict[str, Any], exc: StoreUnavailable) -> RecordQueued: ...
-        def verify(self, checkpoint: Any = None, *, frames: bool = False) -> chain.VerifyResult: ...
 
     # ------------------------------------------------------------------ users
     def _require(self, s: Session, actor: User | str, action: Action) -> UserRow:

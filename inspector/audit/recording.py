@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,26 +16,24 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inspector.audit import chain, codec, queries
+from inspector.audit import codec, queries
 from inspector.audit.errors import (
     NotFound,
-    RecordQueued,
     StoreUnavailable,
     ValidationError,
 )
 from inspector.audit.governance import finite, required_text
+from inspector.audit.internals import StoreInternals
 from inspector.audit.records import DecisionView, Inspection, User, disagrees
 from inspector.audit.roles import Action
 from inspector.audit.schema import (
-    Base,
     DecisionRow,
     InspectionRow,
     ModelVersionRow,
-    UserRow,
 )
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
+    pass
 
 T = TypeVar("T")
 VERDICTS = ("OK", "DEFECT", "REVIEW")
@@ -51,22 +48,8 @@ def _unb64(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
-class RecordingMixin:
+class RecordingMixin(StoreInternals):
     """Inspections and decisions; mixed into ``AuditStore``."""
-
-    frames_dir: Path
-    db_path: Path | None
-
-    if TYPE_CHECKING:
-        _nested: bool
-
-        def _write(self, fn: Callable[[Session], T]) -> T: ...
-        def _read(self) -> AbstractContextManager[Session]: ...
-        def _append(self, s: Session, row: Base) -> int: ...
-        def _event(self, s: Session, kind: str, actor: str | None, **details: Any) -> int: ...
-        def _enqueue(self, record: dict[str, Any], exc: StoreUnavailable) -> RecordQueued: ...
-        def _require(self, s: Session, actor: User | str, action: Action) -> UserRow: ...
-        def verify(self, checkpoint: Any = None, *, frames: bool = False) -> chain.VerifyResult: ...
 
     # ------------------------------------------------------------------ inspections
     def record_inspection(
