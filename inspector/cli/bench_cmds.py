@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from inspector.cli.common import device_option, root_option, write_json
+from inspector.cli.common import device_option, prediction_doc, root_option, write_json
 from inspector.errors import ConfigError
 from inspector.manifest import load_manifest
 
@@ -189,17 +189,7 @@ def predict_onnx(onnx_file: Path, out: Path, images: tuple[Path, ...]) -> None:
     t = inspector.thresholds
     for path, frame in frames:
         r = inspector.inspect_images([frame], sources=[str(path)])[0]
-        doc = {
-            "image": str(path),
-            "score": r.score,
-            "threshold": r.threshold,
-            "review_threshold": r.review_threshold,
-            "verdict": r.verdict,
-            "latency_ms": round(r.latency_ms, 2),
-            "frame_sha256": r.frame_sha256,
-            "model": inspector.info.weights_sha256,
-            "runtime": "onnxruntime",
-        }
+        doc = prediction_doc(path, r, inspector.info.weights_sha256, runtime="onnxruntime")
         write_json(out / f"{path.stem}.json", doc)
         png = panels(
             frame,

@@ -65,3 +65,18 @@ def write_json(path: Path, doc: Any) -> None:
 
 def show_progress() -> bool:
     return os.environ.get("INSPECTOR_NO_PROGRESS") is None
+
+
+def prediction_doc(path: Path, result: Any, model_sha256: str, **extra: Any) -> dict[str, Any]:
+    """The per-image JSON of ``inspector predict``, whichever runtime scored it."""
+    return {
+        "image": str(path),
+        "score": result.score,
+        "threshold": result.threshold,
+        "review_threshold": result.review_threshold,
+        "verdict": result.verdict,
+        "latency_ms": round(result.latency_ms, 2),
+        "frame_sha256": result.frame_sha256,
+        "model": model_sha256,
+        **extra,
+    }

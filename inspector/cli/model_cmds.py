@@ -9,7 +9,7 @@ import click
 import cv2
 
 from inspector import demo as demo_mod
-from inspector.cli.common import StageBars, device_option, root_option, show_progress, write_json
+from inspector.cli.common import StageBars, device_option, prediction_doc, root_option, show_progress, write_json
 from inspector.evaluation import evaluate, format_report
 from inspector.images import read_image
 from inspector.manifest import load_manifest
@@ -150,20 +150,15 @@ def predict_cmd(
     for path, frame in frames:
         r = inspector.inspect_images([frame], sources=[str(path)])[0]
         e = explainer.explain(frame, ("anomaly", "gradcam"))
-        doc = {
-            "image": str(path),
-            "score": r.score,
-            "threshold": r.threshold,
-            "review_threshold": r.review_threshold,
-            "verdict": r.verdict,
-            "latency_ms": round(r.latency_ms, 2),
-            "frame_sha256": r.frame_sha256,
-            "model": inspector.info.weights_sha256,
-            "defect_type": e.defect_type,
-            "defect_probability": e.defect_probability,
-            "agreement": e.agreement,
-            "explain_ms": {k: round(v, 2) for k, v in e.ms.items()},
-        }
+        doc = prediction_doc(
+            path,
+            r,
+            inspector.info.weights_sha256,
+            defect_type=e.defect_type,
+            defect_probability=e.defect_probability,
+            agreement=e.agreement,
+            explain_ms={k: round(v, 2) for k, v in e.ms.items()},
+        )
         write_json(out / f"{path.stem}.json", doc)
         grad_title = "Grad-CAM" + (f" (agreement {e.agreement:.2f})" if e.agreement is not None else "")
         png = panels(
