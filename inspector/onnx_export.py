@@ -10,7 +10,6 @@ provenance travel in the file's ``metadata_props``, so one ``.onnx`` file is a c
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +21,7 @@ from torch import nn
 
 from inspector.calibration import Thresholds
 from inspector.errors import ConfigError, ModelError
-from inspector.pipeline import InspectionResult, Inspector, ModelInfo, build_results
-from inspector.preprocess import to_batch
+from inspector.pipeline import InspectionResult, Inspector, ModelInfo, inspect_batch
 from models.patchcore import PatchCore
 from models.patchcore.anomaly_map import anomaly_map
 
@@ -161,11 +159,12 @@ class OnnxInspector:
         self, images: Sequence[np.ndarray], *, sources: Sequence[str] | None = None, start_index: int = 0
     ) -> list[InspectionResult]:
         """Scores RGB uint8 frames as ``Inspector.inspect_images`` does, through ONNX Runtime."""
-        if not images:
-            return []
-        t0 = time.perf_counter()
-        scores, maps = self.predict(to_batch(images, self.input_size).numpy())
-        per_frame_ms = (time.perf_counter() - t0) * 1000 / len(images)
-        return build_results(
-            images, scores, maps, self.thresholds, per_frame_ms, sources, start_index, {"runtime": "onnxruntime"}
+        return inspect_batch(
+            images,
+            self.input_size,
+            lambda batch: self.predict(batch.numpy()),
+            self.thresholds,
+            sources,
+            start_index,
+            {"runtime": "onnxruntime"},
         )

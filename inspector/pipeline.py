@@ -8,7 +8,7 @@ nothing above this layer touches torch.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,17 +55,25 @@ class InspectionResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def build_results(
+ScoreFn = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
+
+
+def inspect_batch(
     images: Sequence[np.ndarray],
-    scores: np.ndarray,
-    maps: np.ndarray,
+    input_size: int,
+    score_fn: ScoreFn,
     thresholds: Thresholds,
-    per_frame_ms: float,
     sources: Sequence[str] | None = None,
     start_index: int = 0,
     extras: dict[str, Any] | None = None,
 ) -> list[InspectionResult]:
-    """Model outputs to results, maps resized to each frame; shared by every runtime."""
+    """Preprocesses, scores with ``score_fn`` (torch or ONNX Runtime), and turns the outputs into
+    results with maps resized to each frame: every runtime shares this one path."""
+    if not images:
+        return []
+    t0 = time.perf_counter()
+    scores, maps = score_fn(to_batch(images, input_size))
+    per_frame_ms = (time.perf_counter() - t0) * 1000 / len(images)
     results = []
     for i, (img, s, m) in enumerate(zip(images, scores, maps, strict=True)):
         h, w = img.shape[:2]
@@ -127,15 +135,13 @@ class Inspector:
         self, images: Sequence[np.ndarray], *, sources: Sequence[str] | None = None, start_index: int = 0
     ) -> list[InspectionResult]:
         """Scores a batch of RGB uint8 frames; maps come back at each frame's own size."""
-        if not images:
-            return []
-        t0 = time.perf_counter()
-        batch = to_batch(images, self.model.config.input_size)
+        return inspect_batch(
+            images, self.model.config.input_size, self._score_maps, self.thresholds, sources, start_index
+        )
+
+    def _score_maps(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         pred = self.model.predict(batch)
-        scores = pred.score.float().cpu().numpy()
-        maps = pred.anomaly_map.float().cpu().numpy()
-        per_frame_ms = (time.perf_counter() - t0) * 1000 / len(images)
-        return build_results(images, scores, maps, self.thresholds, per_frame_ms, sources, start_index)
+        return pred.score.float().cpu().numpy(), pred.anomaly_map.float().cpu().numpy()
 
     def inspect_stream(
         self, frames: Iterable[tuple[str, np.ndarray]], batch_size: int = 1

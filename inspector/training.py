@@ -78,7 +78,8 @@ def split_holdout(items: list[ManifestItem], share: float, seed: int) -> tuple[l
         raise ManifestError("too few good training images to hold some out for calibration")
     order = np.random.default_rng(seed).permutation(len(items))
     hold = sorted(order[:n_hold].tolist())
-    return [items[i] for i in range(len(items)) if i not in set(hold)], [items[i] for i in hold]
+    held = set(hold)
+    return [items[i] for i in range(len(items)) if i not in held], [items[i] for i in hold]
 
 
 def train(

@@ -39,17 +39,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from inspector.cli import data_cmds, model_cmds
+    from inspector.cli import audit_cmds, bench_cmds, data_cmds, explain_cmds, gui_cmd, inspect_cmds, model_cmds
 
-    data_cmds.register(main)
-    model_cmds.register(main)
-    for name in ("audit_cmds", "explain_cmds", "bench_cmds", "inspect_cmds", "gui_cmd"):
-        try:
-            module = __import__(f"inspector.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"inspector.cli.{name}":
-                raise
-            continue
+    for module in (data_cmds, model_cmds, audit_cmds, explain_cmds, bench_cmds, inspect_cmds, gui_cmd):
         module.register(main)
 
 
