@@ -390,19 +390,11 @@ def what_if(summary: EvalSummary, threshold: float) -> tuple[float | None, float
     return metrics.rates_at(summary.scores, summary.labels, threshold)
 
 
-def model_threshold(model: ModelInfo) -> float | None:
-    """The decision threshold in force: the logged override, else the trained one."""
-    if model.threshold is not None:
-        return model.threshold
-    value = model.thresholds.get("decision")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def model_rows(models: list[ModelInfo]) -> list[list[str]]:
     """The engineer's model-version table, newest first."""
     rows = []
     for m in sorted(models, key=lambda m: m.id, reverse=True):
-        thr = model_threshold(m)
+        thr = m.threshold  # the logged override, else the trained one
         rows.append(
             [
                 str(m.id),

@@ -55,6 +55,7 @@ class StationItem:
     extras: dict[str, Any] = field(default_factory=dict)
     decision: str | None = None
     decision_id: int | None = None
+    queued_uid: str | None = None  # how to find the record's id once the queue has flushed
 
 
 @dataclass
@@ -122,6 +123,7 @@ class Station:
         model_id = self._require_model()
         gradcam, extras = self.explain(result) if self.explain else (None, {})
         inspection_id: int | None
+        queued_uid: str | None = None
         try:
             inspection_id = self.store.record_inspection(
                 station=self.name,
@@ -137,10 +139,10 @@ class Station:
                 latency_ms=result.latency_ms,
             )
         except RecordQueued as exc:
-            inspection_id = None
+            inspection_id, queued_uid = None, exc.uid
             self.counts.queued += 1
             self.messages.append(str(exc))
-        item = StationItem(result, inspection_id, gradcam, extras)
+        item = StationItem(result, inspection_id, gradcam, extras, queued_uid=queued_uid)
         self.items.append(item)
         self.counts.inspected += 1
         self.counts.verdicts[result.verdict] += 1
@@ -188,6 +190,8 @@ class Station:
             raise ReasonRequired(f"the model said {item.result.verdict}; to {decision} this part give a reason")
         if item.inspection_id is None:
             self.flush_queue()
+            if item.queued_uid is not None:
+                item.inspection_id = self.store.inspection_id_for(item.queued_uid)
             if item.inspection_id is None:
                 raise InspectorError("this frame's inspection record is still waiting in the retry queue")
         supersedes = item.decision_id

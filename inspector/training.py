@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import torch
 
 from inspector.calibration import DEFAULT_TARGET_FRR, Thresholds, calibrate_good_only, calibrate_labelled
 from inspector.errors import ConfigError, ImageError, ManifestError
-from inspector.images import decode_image, sha256_bytes
+from inspector.images import decode_image, sha256_bytes, sha256_file
 from inspector.manifest import Manifest, ManifestItem, require_training_items, resolve
 from inspector.preprocess import resolve_device, to_batch
 from models.backbones import BackboneError
@@ -53,15 +53,37 @@ def load_items(items: Sequence[ManifestItem], root: str | Path, *, check_sha: bo
     return images
 
 
+def check_items(items: Sequence[ManifestItem], root: str | Path, progress: Progress | None = None) -> None:
+    """Checks that every listed file exists and matches its checksum, before any long work starts."""
+    for i, it in enumerate(items):
+        if progress is not None and i % 64 == 0:
+            progress("checking files", i, len(items))
+        p = resolve(root, it.path)
+        if not p.is_file():
+            raise ImageError(f"{p}: file not found (listed in the manifest as {it.path})")
+        if sha256_file(p) != it.sha256:
+            raise ManifestError(f"checksum mismatch: {it.path} differs from the manifest (run inspector data verify)")
+
+
 def batches(images: Sequence[np.ndarray], size: int, batch_size: int) -> Iterator[torch.Tensor]:
     for i in range(0, len(images), batch_size):
         yield to_batch(images[i : i + batch_size], size)
 
 
-def score_images(model: PatchCore, images: Sequence[np.ndarray], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Image scores and anomaly maps (at input size) for a list of frames."""
+def item_batches(items: Sequence[ManifestItem], root: str | Path, size: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """Decodes and resizes a batch at a time, so 10,000 training images are never all in memory.
+
+    Checksums are left to ``check_items``, run once before: a bad file then stops training
+    before the first minute of work, not after the last.
+    """
+    for i in range(0, len(items), batch_size):
+        yield to_batch(load_items(items[i : i + batch_size], root, check_sha=False), size)
+
+
+def score_batches(model: PatchCore, image_batches: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """Image scores and anomaly maps (at input size) for batches of frames."""
     scores, maps = [], []
-    for b in batches(images, model.config.input_size, batch_size):
+    for b in image_batches:
         pred = model.predict(b)
         scores.append(pred.score.float().cpu().numpy())
         maps.append(pred.anomaly_map.float().cpu().numpy())
@@ -105,9 +127,8 @@ def train(
     val = manifest.split("val")
     labelled_val = len({it.label for it in val}) == 2
     fit_items, hold_items = (good, []) if labelled_val else split_holdout(good, holdout_share, config.seed)
-    if progress:
-        progress("loading", 0, len(fit_items))
-    fit_images = load_items(fit_items, root)
+    calibration_items = val if labelled_val else hold_items
+    check_items([*fit_items, *calibration_items], root, progress)
     torch.manual_seed(config.seed)
     try:
         model = PatchCore(config).to(dev)
@@ -115,23 +136,21 @@ def train(
         raise ConfigError(str(exc)) from None
     start = dt.datetime.now(dt.UTC)
     tic = time.perf_counter()
-    n_batches = (len(fit_images) + batch_size - 1) // batch_size
+    n_batches = (len(fit_items) + batch_size - 1) // batch_size
     model.fit(
-        batches(fit_images, config.input_size, batch_size),
+        item_batches(fit_items, root, config.input_size, batch_size),
         total_batches=n_batches,
         progress=progress,
         should_stop=should_stop,
     )
     fit_s = time.perf_counter() - tic
     if labelled_val:
-        val_images = load_items(val, root)
-        scores, maps = score_images(model, val_images, batch_size)
+        scores, maps = score_batches(model, item_batches(val, root, config.input_size, batch_size))
         labels = np.array([it.is_anomalous for it in val], dtype=int)
         thresholds = calibrate_labelled(scores, labels, maps[labels == 0])
         n_cal = len(val)
     elif hold_items:
-        hold_images = load_items(hold_items, root)
-        scores, maps = score_images(model, hold_images, batch_size)
+        scores, maps = score_batches(model, item_batches(hold_items, root, config.input_size, batch_size))
         thresholds = calibrate_good_only(scores, maps, target_frr)
         n_cal = len(hold_items)
     else:

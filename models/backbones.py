@@ -7,12 +7,15 @@ the torchvision backbones load from a file the user names. Every weights file is
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from models.fusion import fold_batch_norm, freeze_same_padding
 
 
 class BackboneError(RuntimeError):
@@ -167,6 +170,25 @@ class FeatureExtractor(nn.Module):
         for p in self.body.parameters():
             p.requires_grad_(False)
         self.body.eval()
+        # Taken before any inference rewrite, so a model's record of its weights never depends on it.
+        self.weights_sha256 = state_sha256(self.state_dict())
+        self.optimized_for: tuple[int, int] | None = None
+
+    def optimize_for_inference(self, input_hw: tuple[int, int]) -> None:
+        """Folds batch-norm into the convolutions and fixes "same" padding for ``input_hw``.
+
+        The maps stay equal to float round-off (tested); other input sizes still work, on the
+        dynamic padding path. The stage modules are rewritten in place, so Grad-CAM hooks
+        placed on them afterwards see the same activations.
+        """
+        if self.optimized_for is not None:
+            return
+        stages = [m for _, m in self._stages]
+        for stage in stages:
+            fold_batch_norm(stage)
+        param = next(self.body.parameters())
+        freeze_same_padding(stages, torch.zeros(1, 3, *input_hw, device=param.device, dtype=param.dtype))
+        self.optimized_for = input_hw
 
     @staticmethod
     def _ordered_stages(body: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -196,6 +218,29 @@ class FeatureExtractor(nn.Module):
         return out
 
 
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names and values, to tell whether the same weights were rebuilt."""
+    h = hashlib.sha256()
+    for name, p in sorted(state.items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_body(name: str, weights: str | None = None, pretrained: bool = True, seed: int = 0) -> nn.Module:
+    """The backbone network as its library defines it, with its weights, unmodified.
+
+    ``pretrained=False`` gives random weights drawn from ``seed`` (fast tests, and the
+    randomisation check of explanations); the same seed rebuilds the same weights on load.
+    """
+    spec = backbone_spec(name)
+    if pretrained:
+        return spec.builder(weights, True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return spec.builder(None, False)
+
+
 def build_feature_extractor(
     name: str,
     layers: Sequence[str] | None = None,
@@ -203,16 +248,6 @@ def build_feature_extractor(
     pretrained: bool = True,
     seed: int = 0,
 ) -> tuple[FeatureExtractor, BackboneSpec]:
-    """Builds a frozen extractor.
-
-    ``pretrained=False`` gives random weights drawn from ``seed`` (fast tests, and the
-    randomisation check of explanations); the same seed rebuilds the same weights on load.
-    """
+    """Builds a frozen extractor (not yet optimised for inference: see ``optimize_for_inference``)."""
     spec = backbone_spec(name)
-    if pretrained:
-        body = spec.builder(weights, True)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            body = spec.builder(None, False)
-    return FeatureExtractor(body, layers or spec.default_layers), spec
+    return FeatureExtractor(build_body(name, weights, pretrained, seed), layers or spec.default_layers), spec

@@ -9,9 +9,15 @@ Figures (all on the test split, at most ``--limit`` images per class, seeded):
   units: peak = score) and of a centred Gaussian blob that knows nothing of the image;
 - randomisation (Adebayo et al., 2018): Spearman rank correlation of Grad-CAM before/after
   re-initialising the backbone weights (memory bank kept); near 0 means the map depends on them;
-- deletion: replace the top-ranked pixels (anomaly map, Grad-CAM, or a smooth random map) in
-  steps up to half the image by a good training image's pixels (``--fill good``) or by a blurred
-  copy (``--fill blur``); area under the normalised-score curve (lower = more faithful);
+- deletion: replace the top-ranked pixels in steps up to half the image by a good training
+  image's pixels (``--fill good``), a blurred copy (``--fill blur``) or an inpainting from the
+  surroundings (``--fill inpaint``, Telea), optionally through masks feathered by ``--feather`` px;
+  area under the normalised-score curve (lower = more faithful) for the anomaly map, Grad-CAM and
+  three references: a smooth random map, the map shifted to a random place (same blobs, wrong
+  place) and the map's least relevant pixels first (LeRF, Samek et al., 2017). Also the area
+  between the LeRF and the most-relevant-first curves (ABPC, higher = more faithful). With blur,
+  a check of the fill itself: it must remove the defect (whole images blurred: good-vs-defective
+  AUROC near 0.5) without being an anomaly itself (good images' score ratio near 1);
 - agreement: IoU of top-10 % regions of anomaly map and Grad-CAM per frame;
 - cost: ms per frame per method on this CPU, after a warm-up.
 
@@ -21,14 +27,15 @@ Example: .venv/bin/python scripts/bench_explain.py --manifest data_manifests/pil
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
+import cv2
 import numpy as np
 import torch
 from scipy.stats import spearmanr
@@ -39,11 +46,10 @@ sys.path.insert(0, str(PROJECT))
 from inspector.evaluation import _load_masks  # noqa: E402
 from inspector.explain import Explainer, agreement, train_defect_head  # noqa: E402
 from inspector.manifest import Manifest, load_manifest  # noqa: E402
-from inspector.metrics import pixel_auroc  # noqa: E402
+from inspector.metrics import image_auroc, pixel_auroc  # noqa: E402
 from inspector.pipeline import Inspector  # noqa: E402
 from inspector.preprocess import to_batch  # noqa: E402
 from inspector.training import load_items  # noqa: E402
-from models.backbones import build_feature_extractor  # noqa: E402
 from models.explain import anomaly_grad_cam, blur_images  # noqa: E402
 from models.patchcore.anomaly_map import smooth  # noqa: E402
 
@@ -66,16 +72,34 @@ def blob(size: int) -> np.ndarray:
     return np.exp(-(xx**2 + yy**2) / (2 * (size / 4) ** 2))
 
 
-def deletion_curve(model, x: torch.Tensor, ranking: np.ndarray, blurred: torch.Tensor) -> np.ndarray:
-    """Normalised scores while the top-ranked pixels are replaced by ``blurred``, 0 to 50 % of the image."""
+def deletion_masks(ranking: np.ndarray) -> torch.Tensor:
+    """(len(FRACTIONS), 1, H, W) binary masks of the top-ranked pixels, 0 to 50 % of the image."""
     order = np.argsort(-ranking.ravel(), kind="stable")
-    batch = []
-    for f in FRACTIONS:
-        mask = np.zeros(ranking.size, np.float32)
-        mask[order[: int(round(f * ranking.size))]] = 1
-        m = torch.from_numpy(mask.reshape(ranking.shape))[None, None]
-        batch.append(x * (1 - m) + blurred * m)
-    scores = model.predict(torch.cat(batch)).score.cpu().numpy()
+    masks = np.zeros((len(FRACTIONS), ranking.size), np.float32)
+    for k, f in enumerate(FRACTIONS):
+        masks[k, order[: int(round(f * ranking.size))]] = 1
+    return torch.from_numpy(masks.reshape(len(FRACTIONS), 1, *ranking.shape))
+
+
+def inpaint(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Each mask's pixels of the (1, 3, H, W) image filled from their surroundings (Telea, radius 3 px)."""
+    img = (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    out = [cv2.inpaint(img, (m[0].numpy() > 0).astype(np.uint8), 3, cv2.INPAINT_TELEA) for m in masks]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
+
+
+def deletion_curve(
+    model, x: torch.Tensor, ranking: np.ndarray, fill: torch.Tensor | Literal["inpaint"], feather: float = 0.0
+) -> np.ndarray:
+    """Normalised scores while the top-ranked pixels are replaced by ``fill``, 0 to 50 % of the image.
+
+    ``feather`` > 0 softens the masks with a Gaussian of that many pixels, so the fill meets the
+    image without a sharp seam: a seam is itself an anomaly to PatchCore.
+    """
+    masks = deletion_masks(ranking)
+    replacement = inpaint(x, masks) if isinstance(fill, str) else fill
+    soft = smooth(masks, feather).clamp(0, 1) if feather > 0 else masks
+    scores = model.predict(x * (1 - soft) + replacement * soft).score.cpu().numpy()
     return scores / max(scores[0], 1e-12)
 
 
@@ -93,7 +117,15 @@ def fmt(values: list[float]) -> str:
 
 
 def bench(
-    name: str, model_dir: Path, manifest: Manifest, root: Path, limit: int, n_delete: int, seed: int, fill: str
+    name: str,
+    model_dir: Path,
+    manifest: Manifest,
+    root: Path,
+    limit: int,
+    n_delete: int,
+    seed: int,
+    fill: str,
+    feather: float = 0.0,
 ) -> None:
     print(f"\n=== {name}: model {model_dir}")
     inspector = Inspector.load(model_dir, "cpu")
@@ -136,9 +168,7 @@ def bench(
     else:
         print("localisation pixel AUROC: n/a (the manifest has no masks)")
 
-    rand = copy.deepcopy(model)
-    fresh, _ = build_feature_extractor(model.config.backbone, model.config.layers, pretrained=False, seed=seed + 1)
-    rand.extractor.load_state_dict(fresh.state_dict())
+    rand = model.with_random_backbone(seed=seed + 1)
     rho_cam, rho_map = [], []
     for i in bad[: max(n_delete, 1)]:
         r2 = anomaly_grad_cam(rand, to_batch([images[i]], size))
@@ -148,23 +178,60 @@ def bench(
     print(f"               (anomaly map, for comparison: {fmt(rho_map)})")
 
     rng = np.random.default_rng(seed)
-    # Blur is far from anything PatchCore saw, so on real photos it raises the score wherever it
-    # lands; a good training image's pixels at the same place are the in-distribution "removal".
+    shift_rng = np.random.default_rng(seed + 1)  # apart, so the random map stays what it was
+    sigma = max(1.0, size / 16)
+    # Blur is no removal for PatchCore on real photos: it is a stronger anomaly than the defects
+    # and keeps much of them (see the blur check below), so it raises the score most where the map
+    # points. A good training image's pixels at the same place are the in-distribution "removal".
     good = to_batch(load_items(manifest.split("train")[:1], root), size) if fill == "good" else None
-    dele: dict[str, list[np.ndarray]] = {"anomaly map": [], "Grad-CAM": [], "random": []}
+    dele: dict[str, list[np.ndarray]] = {}
     for i in bad[:n_delete]:
         x = to_batch([images[i]], size)
-        replacement = good if good is not None else blur_images(x, max(1.0, size / 16))
+        replacement = good if good is not None else "inpaint" if fill == "inpaint" else blur_images(x, sigma)
         noise = smooth(torch.from_numpy(rng.standard_normal((1, 1, size, size)).astype(np.float32)), size / 28)
-        for key, ranking in (("anomaly map", amaps[i]), ("Grad-CAM", cams[i]), ("random", noise[0, 0].numpy())):
-            dele[key].append(deletion_curve(model, x, ranking, replacement))
+        dy, dx = shift_rng.integers(size // 4, 3 * size // 4, 2)
+        rankings = {
+            "anomaly map": amaps[i],
+            "Grad-CAM": cams[i],
+            "random": noise[0, 0].numpy(),
+            "shifted map": np.roll(amaps[i], (int(dy), int(dx)), (0, 1)),
+            "LeRF": -amaps[i],
+        }
+        for key, ranking in rankings.items():
+            dele.setdefault(key, []).append(deletion_curve(model, x, ranking, replacement, feather))
     auc = {k: [float(np.trapezoid(c, FRACTIONS) / FRACTIONS[-1]) for c in v] for k, v in dele.items()}
     at5 = {k: [float(c[list(FRACTIONS).index(0.05)]) for c in v] for k, v in dele.items()}
+    how = f"{fill}, masks feathered {feather:g} px" if feather > 0 else fill
     print(
-        f"deletion AUC (mean normalised score, top 0-50 % replaced by {fill}, lower = more faithful): "
+        f"deletion AUC (mean normalised score, top 0-50 % replaced by {how}, lower = more faithful): "
         + " | ".join(f"{k} {fmt(v)}" for k, v in auc.items())
     )
     print("  score left after replacing the top 5 %: " + " | ".join(f"{k} {fmt(v)}" for k, v in at5.items()))
+    lerf = np.array(auc["LeRF"])
+    print(
+        "  ABPC (AUC LeRF - AUC most relevant first, higher = more faithful): "
+        + " | ".join(f"{k} {fmt(list(lerf - np.array(auc[k])))}" for k in ("anomaly map", "Grad-CAM"))
+    )
+    print(
+        "  share of images where the anomaly map's AUC is below the reference's: "
+        + " | ".join(
+            f"{k} {np.mean(np.array(auc['anomaly map']) < np.array(v)):.2f}"
+            for k, v in auc.items()
+            if k != "anomaly map"
+        )
+    )
+    if fill == "blur":
+        # Deletion is only a faithfulness test if the fill removes the evidence without adding its
+        # own (Hooker et al., 2019): measured here on whole images, blind to any map.
+        blurred = model.predict(blur_images(to_batch(images, size), sigma)).score.cpu().numpy()
+        labels = np.array([it.is_anomalous for it in items])
+        ratio = blurred[~labels] / np.maximum(np.array(scores)[~labels], 1e-12)
+        auroc = image_auroc(blurred, labels)
+        print(
+            f"  blur check, whole images blurred (sigma {sigma:g} px): good-vs-defective AUROC "
+            f"{'n/a' if auroc is None else f'{auroc:.3f}'} (0.5 = defects removed), good images' score "
+            f"ratio {fmt(list(ratio))} (1 = blur not itself an anomaly)"
+        )
     print(
         "agreement (IoU top 10 %, anomaly map vs Grad-CAM; chance ~0.05): "
         + " | ".join(f"{k} {fmt(v)}" for k, v in sorted(agree.items()))
@@ -205,8 +272,12 @@ def main() -> None:
     ap.add_argument("--delete", type=int, default=8, help="defective images for the deletion curves")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--fill", choices=("good", "blur"), default="good", help="what replaces deleted pixels: a good image, or blur"
+        "--fill",
+        choices=("good", "blur", "inpaint"),
+        default="good",
+        help="what replaces deleted pixels: a good image, blur, or inpainting from the surroundings",
     )
+    ap.add_argument("--feather", type=float, default=0.0, help="Gaussian sigma (px) softening the deletion masks")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     os.environ.setdefault("INSPECTOR_NO_PROGRESS", "1")
@@ -221,7 +292,7 @@ def main() -> None:
             out = args.workdir / f"synthetic-{kind}"
             if not (out / "model.json").is_file():
                 train(m, root, out, config=PatchCoreConfig(input_size=128), device="cpu")
-            bench(f"synthetic {kind}", out, m, root, args.limit, args.delete, args.seed, args.fill)
+            bench(f"synthetic {kind}", out, m, root, args.limit, args.delete, args.seed, args.fill, args.feather)
         return
     if args.root is None:
         ap.error("--manifest needs --root")
@@ -237,7 +308,7 @@ def main() -> None:
             str(args.root),
         ]
         subprocess.run([*cmd, "--out", str(model)], check=True)
-    bench(m.name, model, m, args.root, args.limit, args.delete, args.seed, args.fill)
+    bench(m.name, model, m, args.root, args.limit, args.delete, args.seed, args.fill, args.feather)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,13 @@ class RecordQueued(StoreUnavailable):
 
     Attributes:
         queue_length: records now waiting, this one included.
+        uid: the record's unique id, by which it can be found once the queue has flushed.
     """
 
-    def __init__(self, message: str, queue_length: int) -> None:
+    def __init__(self, message: str, queue_length: int, uid: str | None = None) -> None:
         super().__init__(message)
         self.queue_length = queue_length
+        self.uid = uid
 
 
 class PermissionDenied(AuditError):

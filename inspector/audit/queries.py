@@ -60,8 +60,9 @@ def activation_stack(
 
 
 def default_threshold(thresholds: dict[str, Any]) -> float | None:
-    """The decision threshold a model was trained with: key ``image`` (or ``threshold``)."""
-    for key in ("image", "threshold"):
+    """The decision threshold a model was trained with: key ``decision`` (what training stores),
+    else ``image`` or ``threshold`` (hand-registered models)."""
+    for key in ("decision", "image", "threshold"):
         value = thresholds.get(key)
         if isinstance(value, (int, float)):
             return float(value)

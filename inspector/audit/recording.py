@@ -145,6 +145,12 @@ class RecordingMixin(StoreInternals):
 
         return self._write(fn)
 
+    def inspection_id_for(self, uid: str) -> int | None:
+        """Read-only: the id a record got, by the uid it was queued with (None while it waits)."""
+        with self._read() as s:
+            found = s.scalar(select(InspectionRow.id).where(InspectionRow.uid == uid))
+            return None if found is None else int(found)
+
     def inspection(self, inspection_id: int, *, images: bool = True) -> Inspection:
         """Read-only: one inspection, with frame and maps decoded when ``images``."""
         with self._read() as s:

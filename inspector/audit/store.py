@@ -427,7 +427,8 @@ class AuditStore(GovernanceMixin, RecordingMixin):
         self.queue.put(record)
         n = len(self.queue)
         where = " (in memory only: the disk refused it too)" if self.queue.in_memory else ""
-        return RecordQueued(f"{exc}; the {record['kind']} waits in the retry queue{where}, {n} waiting", n)
+        uid = record.get("uid") or record.get("fields", {}).get("uid")
+        return RecordQueued(f"{exc}; the {record['kind']} waits in the retry queue{where}, {n} waiting", n, uid)
 
     def flush_queue(self) -> FlushResult:
         """Retries queued records oldest first; stops at the first that still cannot be written."""

@@ -31,12 +31,8 @@ class ModelFileError(RuntimeError):
 
 
 def backbone_fingerprint(model: PatchCore) -> str:
-    """sha256 over the extractor's parameters, to tell whether the same weights were rebuilt."""
-    h = hashlib.sha256()
-    for name, p in sorted(model.extractor.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """sha256 of the extractor's weights as built, before inference rewrites (batch-norm folding)."""
+    return model.extractor.weights_sha256
 
 
 def file_sha256(path: Path) -> str:

@@ -42,10 +42,11 @@ def test_contract_without_reference(synthetic_pills, tiny_config) -> None:
     report = _tiny_run(synthetic_pills, tiny_config, reference=False)
     _finite(report["ours"], CONTRACT + ("bank_mb", "peak_rss_fit_mb", "peak_rss_infer_mb", "fps_b1", "fps_b8"))
     _finite(report["ours_default"], CONTRACT)
-    _finite(report, ("backbone_ms_b1",))
+    _finite(report, ("backbone_ms_b1", "backbone_plain_ms_b1"))
     assert report["anomalib"] is None
     assert set(RATIOS) <= set(report["ratios"])
     assert math.isfinite(report["ratios"]["floor_ratio_b1"]) and report["ratios"]["fit_speedup"] is None
+    assert math.isfinite(report["ratios"]["plain_floor_ratio_b1"])
     json.dumps(report)  # serialisable as is
     assert "not run" in format_table(report)
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from models.patchcore import PatchCore, PatchCoreConfig
+from models.patchcore.anomaly_map import anomaly_map, upsample_and_smooth
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +77,43 @@ def test_unfitted_model_refuses_to_score() -> None:
 def test_training_mode_never_changes_batchnorm(fitted: PatchCore) -> None:
     fitted.train()
     assert not fitted.training and not fitted.extractor.body.training
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "size", "sigma"), [(8, 8, (64, 64), 4.0), (14, 9, (112, 72), 2.5), (8, 8, (64, 64), 0.0)]
+)
+def test_anomaly_map_operator_equals_upsample_then_blur(h: int, w: int, size: tuple[int, int], sigma: float) -> None:
+    patch = torch.rand(2, h, w, generator=torch.Generator().manual_seed(h * w))
+    fast = anomaly_map(patch, size, sigma)
+    assert fast.shape == (2, *size)
+    assert torch.allclose(fast, upsample_and_smooth(patch, size, sigma), atol=1e-5)
+
+
+def _good(n: int, seed: int) -> torch.Tensor:
+    return 0.5 + 0.05 * torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def test_chunked_coreset_keeps_the_ratio_and_the_ranking() -> None:
+    base = dict(layers=("blocks.1", "blocks.2"), input_size=64, coreset_ratio=0.25, pretrained=False, feature_stride=8)
+    whole = PatchCore(PatchCoreConfig(**base, coreset_chunk_rows=0))
+    chunked = PatchCore(PatchCoreConfig(**base, coreset_chunk_rows=128))  # 64 patches per image: many chunks
+    train = [_good(4, s) for s in range(6)]  # 24 images, 1536 patches
+    searches: dict[str, int] = {"whole": 0, "chunked": 0}
+
+    def counter(key: str):
+        def progress(stage: str, done: int, total: int) -> None:
+            searches[key] += stage == "coreset" and done == 1
+
+        return progress
+
+    whole.fit(train, progress=counter("whole"))
+    chunked.fit(train, progress=counter("chunked"))
+    assert searches["whole"] == 1 and searches["chunked"] >= 6  # one greedy search per chunk
+    assert abs(chunked.memory_bank.shape[0] - whole.memory_bank.shape[0]) <= 12  # per-chunk rounding only
+    # Standardisation uses every patch in both, so the two banks live in one feature space.
+    assert torch.allclose(chunked.channel_mean, whole.channel_mean, atol=1e-4)
+    bad = _good(6, 99)
+    bad[:3, :, 20:36, 20:36] = 0.0
+    s_whole, s_chunked = whole.predict(bad).score, chunked.predict(bad).score
+    assert s_chunked[:3].min() > s_chunked[3:].max()
+    assert torch.allclose(s_chunked, s_whole, rtol=0.25)

@@ -113,3 +113,21 @@ def test_memory_fallback_when_queue_folder_unwritable(seeded: Seeded) -> None:
         st.record_decision(seeded.op, iid, "accept")
     assert st.queue.in_memory == 1 and st.queue_length == 1
     assert st.flush_queue().remaining == 0 and len(st.decisions()) == 1
+
+
+def test_station_decides_once_a_queued_inspection_has_flushed(seeded: Seeded, trained_tiny, synthetic_pills) -> None:
+    from inspector.pipeline import Inspector
+    from inspector.station import Station
+    from inspector.training import load_items
+
+    root, manifest, _ = synthetic_pills
+    inspector = Inspector.load(trained_tiny, "cpu")
+    station = Station(seeded.store, inspector, "line-1")
+    station.register_model(seeded.eng)
+    [result] = inspector.inspect_images(load_items(manifest.split("test")[:1], root))
+    with sqlite_pragma(seeded.store, "PRAGMA query_only = 1"):
+        item = station.process(result)
+    assert item.inspection_id is None and item.queued_uid and station.counts.queued == 1
+    decision_id = station.decide(seeded.op, item, "reject" if result.verdict == "DEFECT" else "accept")
+    assert decision_id is not None and item.inspection_id is not None
+    assert seeded.store.inspection(item.inspection_id, images=False).frame_sha256 == result.frame_sha256

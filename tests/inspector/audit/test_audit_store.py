@@ -85,10 +85,11 @@ def test_models_thresholds_rollback(seeded: Seeded) -> None:
         weights_hash="v" * 64,
         backbone="resnet18",
         manifest_hash="m",
-        thresholds={"image": 0.6},
+        thresholds={"decision": 0.6, "review": 0.5, "pixel": 0.7},  # what training stores
         metrics={},
         model_dir="/models/v2",
     )
+    assert st.model(m2).threshold == 0.6  # the trained threshold is in force until changed
     st.activate_model(eng, m2, "better recall")
     st.set_threshold(eng, m2, 0.65, "too many false alarms")
     active = st.active_model()

@@ -1,0 +1,45 @@
+"""Inference rewrites of the backbone must not change what it computes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from models.backbones import build_feature_extractor
+from models.fusion import StaticSameConv
+
+
+@pytest.fixture(scope="module")
+def pair():
+    plain, _ = build_feature_extractor("efficientnet_lite0", ("pixels", "blocks.2", "blocks.3"), pretrained=False)
+    fast = copy.deepcopy(plain)
+    fast.optimize_for_inference((64, 64))
+    return plain, fast
+
+
+def test_rewrites_happen(pair) -> None:
+    _, fast = pair
+    mods = [m for _, stage in fast._stages for m in stage.modules()]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in mods)
+    assert sum(isinstance(m, StaticSameConv) for m in mods) >= 3
+
+
+@pytest.mark.parametrize("size", [64, 72, 57])  # the optimised size, and two others on the dynamic path
+def test_same_maps_and_gradients(pair, size: int) -> None:
+    plain, fast = pair
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    a, b = plain(xa), fast(xb)
+    for k in a:
+        assert a[k].shape == b[k].shape
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-4), (k, float((a[k] - b[k]).abs().max()))
+    sum(v.square().mean() for v in a.values()).backward()
+    sum(v.square().mean() for v in b.values()).backward()
+    assert torch.allclose(xa.grad, xb.grad, rtol=1e-3, atol=1e-6)
+
+
+def test_fingerprint_is_of_the_weights_as_built(pair) -> None:
+    plain, fast = pair
+    assert fast.weights_sha256 == plain.weights_sha256
