@@ -63,6 +63,8 @@ def check_items(items: Sequence[ManifestItem], root: str | Path, progress: Progr
             raise ImageError(f"{p}: file not found (listed in the manifest as {it.path})")
         if sha256_file(p) != it.sha256:
             raise ManifestError(f"checksum mismatch: {it.path} differs from the manifest (run inspector data verify)")
+    if progress is not None:
+        progress("checking files", len(items), len(items))
 
 
 def batches(images: Sequence[np.ndarray], size: int, batch_size: int) -> Iterator[torch.Tensor]:

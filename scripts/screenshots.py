@@ -20,7 +20,7 @@ from PySide6.QtCore import QEventLoop, QTimer  # noqa: E402
 from PySide6.QtGui import QGuiApplication  # noqa: E402
 from PySide6.QtWidgets import QWidget  # noqa: E402
 
-from inspector import engineering  # noqa: E402
+from inspector import app_logic  # noqa: E402
 from inspector.audit import AuditStore  # noqa: E402
 from ui.app import DemoSetupDialog, InspectorWindow, create_app  # noqa: E402
 from ui.login_dialog import LoginDialog  # noqa: E402
@@ -72,9 +72,9 @@ def save(widget: QWidget | None, out: Path, name: str) -> Path:
     return path
 
 
-def window_for(store: AuditStore, setup: engineering.DemoSetup, role: str) -> InspectorWindow:
+def window_for(store: AuditStore, setup: app_logic.DemoSetup, role: str) -> InspectorWindow:
     user = store.authenticate(role, setup.credentials[role])
-    session = engineering.AppSession(
+    session = app_logic.AppSession(
         store, user, model_dir=setup.model_dir, manifest_path=setup.manifest_path, data_root=setup.data_root,
         default_source=str(setup.line_folder),
     )
@@ -85,7 +85,7 @@ def window_for(store: AuditStore, setup: engineering.DemoSetup, role: str) -> In
     return window
 
 
-def operator_shots(store: AuditStore, setup: engineering.DemoSetup, out: Path) -> None:
+def operator_shots(store: AuditStore, setup: app_logic.DemoSetup, out: Path) -> None:
     window = window_for(store, setup, "operator")
     op = window.view("operator")
     op.start_stream(str(setup.line_folder))
@@ -110,7 +110,7 @@ def operator_shots(store: AuditStore, setup: engineering.DemoSetup, out: Path) -
     window.close()
 
 
-def fps_shown(op: Any, setup: engineering.DemoSetup) -> None:
+def fps_shown(op: Any, setup: app_logic.DemoSetup) -> None:
     """Frames per second drawn with overlays: live stream end to end, and drawing alone."""
     op.stop_stream()
     shown: list[float] = []
@@ -128,7 +128,7 @@ def fps_shown(op: Any, setup: engineering.DemoSetup) -> None:
     print(f"fps drawn, overlays only (compose + paint, no inference): {n / (time.perf_counter() - t0):.1f}")
 
 
-def engineer_shot(store: AuditStore, setup: engineering.DemoSetup, out: Path) -> None:
+def engineer_shot(store: AuditStore, setup: app_logic.DemoSetup, out: Path) -> None:
     window = window_for(store, setup, "engineer")
     eng = window.view("engineer")
     eng.evaluate_selected()
@@ -138,7 +138,7 @@ def engineer_shot(store: AuditStore, setup: engineering.DemoSetup, out: Path) ->
     window.close()
 
 
-def auditor_shot(store: AuditStore, setup: engineering.DemoSetup, out: Path) -> None:
+def auditor_shot(store: AuditStore, setup: app_logic.DemoSetup, out: Path) -> None:
     window = window_for(store, setup, "auditor")
     audit = window.view("auditor")
     audit.refresh()
@@ -169,7 +169,7 @@ def main() -> int:
     print("demo users:", ", ".join(setup.credentials))
     # A fresh line each run, so the pictures do not depend on earlier runs' decisions.
     shutil.rmtree(setup.line_folder, ignore_errors=True)
-    engineering.make_line_folder(setup.manifest_path, setup.data_root, setup.line_folder)
+    app_logic.make_line_folder(setup.manifest_path, setup.data_root, setup.line_folder)
     with AuditStore.open(setup.db_path) as store:
         login = LoginDialog(store, hint="Demo: users operator, engineer, auditor and admin; passwords in the terminal.")
         login.user_id.setText("operator")

@@ -1,7 +1,7 @@
 """The application: style, first-start demo set-up, login, and the main window by role.
 
 ``run_app`` is what ``inspector gui`` calls. The window holds one tab per view the user's role
-allows (``engineering.views_for``); the store checks every right again, so hiding a view is
+allows (``app_logic.views_for``); the store checks every right again, so hiding a view is
 for clarity, not security.
 """
 
@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from inspector import engineering
+from inspector import app_logic
 from inspector.audit import AuditStore
 from inspector.errors import InspectorError
 from ui.auditor_view import AuditorWidget
@@ -72,7 +72,7 @@ def create_app(argv: list[str] | None = None) -> QApplication:
 class InspectorWindow(QMainWindow):
     """One tab per view the user's role allows; a retry-queue indicator for everyone."""
 
-    def __init__(self, session: engineering.AppSession, parent: QWidget | None = None) -> None:
+    def __init__(self, session: app_logic.AppSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.logged_out = False
@@ -80,7 +80,7 @@ class InspectorWindow(QMainWindow):
         self.resize(1400, 900)
         self.tabs = QTabWidget()
         self.views: dict[str, QWidget] = {}
-        for name in engineering.views_for(session.user.role):
+        for name in app_logic.views_for(session.user.role):
             title, cls = VIEW_CLASSES[name]
             view = cls(session)
             self.views[name] = view
@@ -150,9 +150,9 @@ class DemoSetupDialog(QProgressDialog):
         self.setAutoReset(False)
         self.setMinimumDuration(0)
         self.setMinimumWidth(460)
-        self.result_setup: engineering.DemoSetup | None = None
+        self.result_setup: app_logic.DemoSetup | None = None
         self.error: BaseException | None = None
-        self.worker = Worker(engineering.prepare_demo, progress_arg="progress")
+        self.worker = Worker(app_logic.prepare_demo, progress_arg="progress")
         self.worker.yielded.connect(self._progress)
         self.worker.returned.connect(self._done)
         self.worker.errored.connect(self._failed)
@@ -168,7 +168,7 @@ class DemoSetupDialog(QProgressDialog):
         self.setMaximum(max(1, int(total)))
         self.setValue(int(done))
 
-    def _done(self, setup: engineering.DemoSetup) -> None:
+    def _done(self, setup: app_logic.DemoSetup) -> None:
         self.result_setup = setup
 
     def _failed(self, exc: BaseException) -> None:
@@ -230,7 +230,7 @@ def run_app(
             login = LoginDialog(store, hint=hint)
             if not login.exec() or login.user is None:
                 return 0
-            session = engineering.AppSession(
+            session = app_logic.AppSession(
                 store, login.user, model_dir=model, manifest_path=manifest, data_root=data_root, default_source=line
             )
             window = InspectorWindow(session)

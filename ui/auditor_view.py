@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from inspector import engineering
+from inspector import app_logic
 from inspector.audit import DecisionView
 from inspector.errors import InspectorError
 from ui.widgets.image_view import FrameWidget
@@ -46,7 +46,7 @@ class AuditorWidget(QWidget):
 
     verified = Signal(bool)
 
-    def __init__(self, session: engineering.AppSession, parent: QWidget | None = None) -> None:
+    def __init__(self, session: app_logic.AppSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.rows: list[DecisionView] = []
@@ -142,7 +142,7 @@ class AuditorWidget(QWidget):
             combo.blockSignals(False)
 
     def filters(self) -> dict[str, object]:
-        return engineering.decision_filters(
+        return app_logic.decision_filters(
             since=_date_to_utc(self.since.date()) if self.use_since.isChecked() else None,
             until=_date_to_utc(self.until.date(), end=True) if self.use_until.isChecked() else None,
             operator=self.operator.currentData(),
@@ -178,7 +178,7 @@ class AuditorWidget(QWidget):
             return
         d = list(reversed(self.rows))[rows[0].row()]
         try:
-            image, caption = engineering.recorded_view(self.session.store, d.inspection_id)
+            image, caption = app_logic.recorded_view(self.session.store, d.inspection_id)
         except InspectorError as exc:
             self.detail_frame.set_frame(None, f"cannot load inspection {d.inspection_id}: {exc}")
             return

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from inspector import engineering
+from inspector import app_logic
 from inspector.errors import InspectorError
 from ui.widgets.plots import EvaluationPlotWidget
 from ui.widgets.reason_dialog import ReasonDialog
@@ -63,12 +63,12 @@ class EngineerWidget(QWidget):
     training_done = Signal(object)  # model id, or the exception
     evaluation_done = Signal(object)
 
-    def __init__(self, session: engineering.AppSession, parent: QWidget | None = None) -> None:
+    def __init__(self, session: app_logic.AppSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.worker: Worker | None = None
-        self.summary: engineering.EvalSummary | None = None
-        self.compared: dict[int, engineering.EvalSummary] = {}
+        self.summary: app_logic.EvalSummary | None = None
+        self.compared: dict[int, app_logic.EvalSummary] = {}
         self.reason_dialog: ReasonDialog | None = None
         self._range = (0.0, 1.0)
         self._threshold = 0.0  # exact; the slider only has SLIDER_STEPS positions
@@ -202,7 +202,7 @@ class EngineerWidget(QWidget):
         except InspectorError as exc:
             self.message(f"cannot read model versions: {exc}", error=True)
             return
-        _fill(self.models_table, engineering.model_rows(self.models))
+        _fill(self.models_table, app_logic.model_rows(self.models))
 
     def _paths(self) -> tuple[Path, Path] | None:
         manifest, root = self.manifest_edit.text().strip(), self.root_edit.text().strip()
@@ -226,7 +226,7 @@ class EngineerWidget(QWidget):
 
     def import_folder(self, folder: Path, normal: str = "good") -> None:
         try:
-            path = engineering.import_folder(folder, normal)
+            path = app_logic.import_folder(folder, normal)
         except InspectorError as exc:
             self.message(f"import failed: {exc}", error=True)
             return
@@ -238,7 +238,7 @@ class EngineerWidget(QWidget):
         paths = self._paths()
         if paths is None:
             return
-        worker = Worker(engineering.train_and_register, self.session, *paths, progress_arg="progress",
+        worker = Worker(app_logic.train_and_register, self.session, *paths, progress_arg="progress",
                         stop_arg="should_stop")
         worker.yielded.connect(self._on_progress)
         self.progress.setValue(0)
@@ -271,15 +271,15 @@ class EngineerWidget(QWidget):
             if not ids:
                 self.message("select a model version to evaluate", error=True)
             return
-        worker = Worker(engineering.evaluate_model, self.session, self._model(ids[0]), *paths)
+        worker = Worker(app_logic.evaluate_model, self.session, self._model(ids[0]), *paths)
         self.message(f"evaluating model version {ids[0]}…")
         self._run(worker, self._evaluated, self.evaluation_done)
 
-    def _evaluated(self, summary: engineering.EvalSummary) -> None:
+    def _evaluated(self, summary: app_logic.EvalSummary) -> None:
         self.summary = summary
         if summary.model_id is not None:
             self.compared[summary.model_id] = summary
-            _fill(self.compare_table, engineering.compare_rows(self.compared))
+            _fill(self.compare_table, app_logic.compare_rows(self.compared))
         lo, hi = float(summary.scores.min()), float(summary.scores.max())
         pad = 0.1 * (hi - lo) + 1e-6
         self._range = (min(lo, summary.thresholds.decision) - pad, max(hi, summary.thresholds.decision) + pad)
@@ -308,7 +308,7 @@ class EngineerWidget(QWidget):
         self._threshold = t
         if self.summary is None:
             return
-        frr, miss = engineering.what_if(self.summary, t)
+        frr, miss = app_logic.what_if(self.summary, t)
         fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"  # noqa: E731
         self.threshold_label.setText(f"<b>{t:.4f}</b>")
         self.rates_label.setText(f"false-reject rate <b>{fmt(frr)}</b> · miss rate <b>{fmt(miss)}</b>")

@@ -1,7 +1,7 @@
 """The operator's screen: the frame, the verdict, accept or reject by key, the shift's counts.
 
 Keyboard first: A accept, R reject, 1/2/3 overlays, Left/Right previous/next, Space pause.
-Inference runs in a ``Worker`` over ``engineering.run_station``; this widget only draws items
+Inference runs in a ``Worker`` over ``app_logic.run_station``; this widget only draws items
 and forwards decisions to ``Station.decide``, which owns the rules (a reason when overruling).
 """
 
@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from inspector import engineering
+from inspector import app_logic
 from inspector.errors import InspectorError
 from inspector.station import REASON_CODES, ReasonRequired, Station, StationItem
 from ui.widgets.image_view import FrameWidget
@@ -46,7 +46,7 @@ class OperatorWidget(QWidget):
     decided = Signal(object)  # the item, after its decision was recorded (or queued)
     stream_ended = Signal()
 
-    def __init__(self, session: engineering.AppSession, parent: QWidget | None = None) -> None:
+    def __init__(self, session: app_logic.AppSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.station: Station | None = None
@@ -175,7 +175,7 @@ class OperatorWidget(QWidget):
             return
         self.live = (spec.startswith("camera:") or spec.isdigit()) if live is None else live
         self.show_message(f"loading the model and opening {spec}…")
-        worker = Worker(engineering.run_station, self.session, spec)
+        worker = Worker(app_logic.run_station, self.session, spec)
         # Signals queued from an older, stopped worker must not reach the new stream's state.
         worker.yielded.connect(lambda item, w=worker: self._on_yielded(item) if w is self.worker else None)
         worker.errored.connect(lambda exc, w=worker: self._on_error(exc) if w is self.worker else None)
@@ -261,7 +261,7 @@ class OperatorWidget(QWidget):
         r = item.result
         th = self.station.inspector.thresholds
         self.frame.set_frame(
-            engineering.compose_overlay(
+            app_logic.compose_overlay(
                 r.image,
                 r.anomaly_map,
                 item.gradcam,
@@ -275,7 +275,7 @@ class OperatorWidget(QWidget):
         self.verdict.set_verdict(r.verdict)
         self.score_label.setText(f"score <b>{r.score:.3f}</b> · threshold {r.threshold:.3f}")
         self.score_bar.set_values(r.score, r.review_threshold, r.threshold)
-        defect, agreement = engineering.explain_fields(item.extras)
+        defect, agreement = app_logic.explain_fields(item.extras)
         flagged = r.verdict != "OK"
         self.explain_label.setText(
             f"Defect type: <b>{defect or ('not available' if flagged else '—')}</b><br>"

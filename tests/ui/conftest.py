@@ -69,7 +69,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained_tiny: Path):
 
 @pytest.fixture()
 def make_session(store, trained_tiny: Path, tiny_config, synthetic_pills) -> Callable[..., object]:
-    from inspector.engineering import AppSession
+    from inspector.app_logic import AppSession
 
     root, _, manifest_path = synthetic_pills
 

@@ -102,7 +102,7 @@ def test_thread_guard_sees_a_running_thread(qtbot) -> None:
 def test_demo_setup_dialog_survives_a_finished_stage(qtbot, monkeypatch, tmp_path: Path) -> None:
     """A stage that reaches its maximum must not close the dialog before the set-up returns."""
     import ui.app as app_mod
-    from inspector.engineering import DemoSetup
+    from inspector.app_logic import DemoSetup
 
     made = DemoSetup(tmp_path / "a.db", tmp_path, tmp_path / "m.json", tmp_path, {"operator": "pw"}, tmp_path)
 
@@ -114,7 +114,7 @@ def test_demo_setup_dialog_survives_a_finished_stage(qtbot, monkeypatch, tmp_pat
         gate.wait(10)  # the last step still runs after its stage bar is full
         return made
 
-    monkeypatch.setattr(app_mod.engineering, "prepare_demo", fake_prepare)
+    monkeypatch.setattr(app_mod.app_logic, "prepare_demo", fake_prepare)
     dialog = app_mod.DemoSetupDialog()
     qtbot.addWidget(dialog)
     # Opened only once the dialog has drawn the full "audit store" bar (connected after its own slot).
@@ -125,8 +125,8 @@ def test_demo_setup_dialog_survives_a_finished_stage(qtbot, monkeypatch, tmp_pat
 
 def test_demo_users_get_random_passwords(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("INSPECTOR_ARGON2_FAST", "1")
+    from inspector.app_logic import create_demo_users
     from inspector.audit import AuditStore
-    from inspector.engineering import create_demo_users
 
     with AuditStore.open(tmp_path / "demo.db") as store:
         creds = create_demo_users(store)

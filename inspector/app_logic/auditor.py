@@ -1,0 +1,55 @@
+"""The auditor's browsing: filters for the decision log and a recorded frame as it was seen."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from inspector.audit import AuditStore
+from inspector.overlay import panels
+
+
+def decision_filters(
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    operator: str | None = None,
+    station: str | None = None,
+    model_version: int | None = None,
+    verdict: str | None = None,
+    disagreements_only: bool = False,
+) -> dict[str, Any]:
+    """Only the filters that are set, as ``AuditStore.decisions`` takes them."""
+    f: dict[str, Any] = {
+        "since": since,
+        "until": until,
+        "operator": operator or None,
+        "station": station or None,
+        "model_version": model_version,
+        "verdict": verdict or None,
+    }
+    out = {k: v for k, v in f.items() if v is not None}
+    if disagreements_only:
+        out["disagreements_only"] = True
+    return out
+
+
+def recorded_view(store: AuditStore, inspection_id: int, display: int = 280) -> tuple[np.ndarray | None, str]:
+    """The frame and the maps as they were recorded, side by side, and a one-line caption."""
+    rec = store.inspection(inspection_id)
+    caption = f"{rec.verdict}  score {rec.score:.4f} / threshold {rec.threshold:.4f}  ({rec.source})"
+    if rec.frame is None:
+        return None, caption + " - recorded frame file is missing"
+    try:
+        th = store.model(rec.model_version_id).thresholds
+        low, high = float(th.get("map_low", 0.0)), float(th.get("map_high", rec.threshold * 1.5))
+    except Exception:
+        low, high = 0.0, rec.threshold * 1.5
+    maps: list[tuple[str, np.ndarray, float, float, float | None]] = []
+    if rec.anomaly_map is not None:
+        maps.append(("anomaly map", rec.anomaly_map, low, max(high, low + 1e-6), rec.threshold))
+    if rec.gradcam is not None:  # recorded in score units (Explanation.display)
+        maps.append(("Grad-CAM", rec.gradcam, low, max(high, low + 1e-6), None))
+    return panels(rec.frame, maps, header=f"frame {rec.frame_index}", display=display), caption
