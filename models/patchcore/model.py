@@ -185,8 +185,8 @@ class PatchCore(nn.Module):
         Features are moved to the CPU as half precision per batch. Below twice
         ``coreset_chunk_rows`` patches the coreset is one greedy search over all of them, as in
         the paper. Beyond that, each chunk of that many patches is reduced to its own coreset as
-        it arrives and then dropped, so memory and time grow linearly with the number of images (10,000
-        images: see ``scripts/bench_scale.py``) instead of holding every patch and paying a
+        it arrives and then dropped, so memory and time grow linearly with the number of images
+        (10,000 images: ``scripts/bench_scale.py``) instead of holding every patch and paying a
         search whose cost grows with the square of their number.
         """
         chunk_rows = self.config.coreset_chunk_rows
@@ -212,9 +212,9 @@ class PatchCore(nn.Module):
                 chunk, rest = rest[:chunk_rows], rest[chunk_rows:].clone()
                 pending, n_pending = [rest], rest.shape[0]
                 if selection_stats is None:
-                    # The first chunk's statistics standardise every chunk's search, so that all
-                    # chunks measure distance alike; the bank gets the statistics of all patches.
-                    selection_stats = _channel_stats(chunk)
+                    # The statistics of the patches seen by now standardise every chunk's search,
+                    # so all chunks measure distance alike; the bank gets those of all patches.
+                    selection_stats = stats.result()
                 kept.append(chunk[self._select(chunk, selection_stats, progress, should_stop)])
                 del chunk
         if not kept and not pending:
@@ -375,13 +375,6 @@ class _RunningStats:
         mean = self.total / self.n
         var = ((self.total_sq - self.n * mean * mean) / max(self.n - 1, 1)).clamp_min(0)
         return mean.float(), var.sqrt().float().clamp_min(1e-6)
-
-
-def _channel_stats(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of a large half-precision matrix."""
-    stats = _RunningStats()
-    stats.add(feats)
-    return stats.result()
 
 
 def _pool_to(m: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
