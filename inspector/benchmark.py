@@ -262,13 +262,14 @@ def _side_by_side(
     say("fitting inspector (side-by-side settings)")
     with PeakMemory(dev) as fit_mem:
         ours, ours_fit_s = _fit_ours(side, train_t, dev)
+    # The network as timm defines it, with the same weights (ours is rewritten for inference):
+    # anomalib copies its weights, and it is timed alone as the plain backbone.
+    body = build_body(side.backbone, side.weights, side.pretrained, side.seed)
     ref_model, ref_fit = None, None
     if reference:
         from inspector.bench_reference import build_reference, fit_reference
 
         say("fitting anomalib PatchcoreModel (same weights, images and ratio)")
-        # anomalib gets the network as timm defines it, with the same weights (ours is rewritten).
-        body = build_body(side.backbone, side.weights, side.pretrained, side.seed)
         ref_model = build_reference(side.backbone, side.layers, body, side.num_neighbours).to(dev)
         with PeakMemory(dev) as ref_fit_mem:
             ref_fit = fit_reference(
@@ -282,8 +283,7 @@ def _side_by_side(
                 timing.sync,
             )
 
-    plain = FeatureExtractor(build_body(side.backbone, side.weights, side.pretrained, side.seed), side.layers)
-    plain = plain.to(dev, memory_format=torch.channels_last)
+    plain = FeatureExtractor(body, side.layers).to(dev, memory_format=torch.channels_last)
 
     def backbone(extractor: FeatureExtractor) -> Callable[[torch.Tensor], Callable[[], object]]:
         def make(x: torch.Tensor) -> Callable[[], object]:

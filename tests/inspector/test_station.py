@@ -104,50 +104,16 @@ def test_inspect_cli_records_decisions_and_verifies(
     names = sorted(p.name for p in frames.iterdir() if p.name != "zz_corrupt.png")
     csv_path = tmp_path / "decisions.csv"
     csv_path.write_text("frame,decision,reason\n" + "".join(f"{n},reject,operator saw a defect\n" for n in names[:2]))
-    r = runner.invoke(
-        main,
-        [
-            "inspect",
-            "--model",
-            str(trained_tiny),
-            "--input",
-            str(frames),
-            "--db",
-            str(db),
-            "--station",
-            "line-9",
-            "--operator",
-            "ana",
-            "--decisions",
-            str(csv_path),
-        ],
-        env={"INSPECTOR_PASSWORD": "pw-ana-123"},
-    )
+    inspect_args = ["inspect", "--model", str(trained_tiny), "--input", str(frames), "--db", str(db)]
+    inspect_args += ["--station", "line-9", "--operator", "ana", "--decisions", str(csv_path)]
+    r = runner.invoke(main, inspect_args, env={"INSPECTOR_PASSWORD": "pw-ana-123"})
     assert r.exit_code == 0, r.output
     assert "5 inspected" in r.output and "2 decisions" in r.output and "1 unreadable" in r.output
     s = AuditStore.open(db)
     views = s.decisions()
     assert len(views) == 2 and {v.user_id for v in views} == {"ana"}
     s.close()
-    r = runner.invoke(
-        main,
-        [
-            "inspect",
-            "--model",
-            str(trained_tiny),
-            "--input",
-            str(frames),
-            "--db",
-            str(db),
-            "--station",
-            "line-9",
-            "--operator",
-            "ana",
-            "--decisions",
-            str(csv_path),
-        ],
-        env={"INSPECTOR_PASSWORD": "wrong"},
-    )
+    r = runner.invoke(main, inspect_args, env={"INSPECTOR_PASSWORD": "wrong"})
     assert r.exit_code != 0 and "Traceback" not in r.output
     r = runner.invoke(main, ["audit", "verify", "--db", str(db)])
     assert r.exit_code == 0, r.output
