@@ -31,7 +31,8 @@ PW = "stress-pass-1"
 def seed(path: Path) -> tuple[AuditStore, int]:
     """A store with one user per role and one OK inspection to decide on."""
     st = AuditStore.open(path)
-    admin = st.add_user(None, "root", "Root", "admin", PW)
+    st.add_user(None, "root", "Root", "admin", PW)
+    admin = st.authenticate("root", PW)
     for uid, role in (("eng", "engineer"), ("ana", "operator"), ("aud", "auditor")):
         st.add_user(admin, uid, uid.title(), role, PW)
     eng = st.authenticate("eng", PW)

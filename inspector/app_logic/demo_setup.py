@@ -63,7 +63,8 @@ def create_demo_users(store: AuditStore) -> dict[str, str]:
     anyone who read the README.
     """
     creds = {role: secrets.token_urlsafe(9) for role in DEMO_ROLES}
-    admin = store.add_user(None, "admin", "Demo Admin", "admin", creds["admin"])
+    store.add_user(None, "admin", "Demo Admin", "admin", creds["admin"])
+    admin = store.authenticate("admin", creds["admin"])
     for role in DEMO_ROLES[1:]:
         store.add_user(admin, role, f"Demo {role.title()}", role, creds[role])
     return creds

@@ -2,7 +2,8 @@
 operator decisions and events, in an append-only, hash-chained database.
 
     store = AuditStore.open("audit.db")          # or a URL, or None for the user data folder
-    admin = store.add_user(None, "root", "Root", "admin", pw)   # first admin of an empty store
+    store.add_user(None, "root", "Root", "admin", pw)   # first admin of an empty store
+    admin = store.authenticate("root", pw)       # a login session: the only way to act
     op = store.authenticate("ana", pw)
     did = store.record_decision(op, inspection_id, "reject", reason_text="scratch")
     assert store.verify().ok
@@ -12,6 +13,7 @@ from inspector.audit.chain import Problem, VerifyResult
 from inspector.audit.errors import (
     AuditError,
     AuthenticationError,
+    ChainBroken,
     CheckpointError,
     NotFound,
     PermissionDenied,
@@ -21,7 +23,7 @@ from inspector.audit.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from inspector.audit.records import DecisionView, FlushResult, Head, Inspection, ModelInfo, User
+from inspector.audit.records import DecisionView, FlushResult, Head, Inspection, ModelInfo, User, UserInfo
 from inspector.audit.roles import Role
 from inspector.audit.store import AuditStore
 
@@ -29,6 +31,7 @@ __all__ = [
     "AuditError",
     "AuditStore",
     "AuthenticationError",
+    "ChainBroken",
     "CheckpointError",
     "DecisionView",
     "FlushResult",
@@ -44,6 +47,7 @@ __all__ = [
     "StoreOpenError",
     "StoreUnavailable",
     "User",
+    "UserInfo",
     "ValidationError",
     "VerifyResult",
 ]

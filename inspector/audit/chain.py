@@ -28,7 +28,20 @@ from enum import Enum
 from typing import Any, Literal
 
 GENESIS = "0" * 64
-Kind = Literal["edited", "deleted", "inserted", "reordered", "truncated"]
+Kind = Literal[
+    "edited",
+    "deleted",
+    "inserted",
+    "reordered",
+    "truncated",
+    "unauthorised",  # an actor without the role, activity or login the record needs at that moment
+    "conflict",  # a second current decision, or a threshold or model not the one in force
+    "time",  # a record stamped earlier than the one before it
+    "anchor",  # a head file missing or from another store (fails closed)
+]
+# Columns added by later schema revisions: hashed only when set, so rows written before the
+# column existed keep their content hash. New rows always set them, so clearing one is an edit.
+LATER_COLUMNS = frozenset({"user_name", "user_role", "session_id", "files_json", "backbone_sha256"})
 
 
 def canonical_value(value: Any) -> Any:
@@ -57,7 +70,11 @@ def sha256_text(text: str) -> str:
 
 def content_hash(columns: Mapping[str, Any]) -> str:
     """Digest of a row's columns (the id excluded, so a row moved to another id is recognised)."""
-    return sha256_text(canonical_json({k: canonical_value(v) for k, v in columns.items() if k != "id"}))
+    return sha256_text(
+        canonical_json(
+            {k: canonical_value(v) for k, v in columns.items() if k != "id" and not (v is None and k in LATER_COLUMNS)}
+        )
+    )
 
 
 def record_hash(prev_hash: str, table: str, row_id: int, content: str) -> str:

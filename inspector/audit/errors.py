@@ -57,3 +57,7 @@ class ValidationError(AuditError):
 
 class CheckpointError(AuditError):
     """A checkpoint file is unreadable or belongs to another database."""
+
+
+class ChainBroken(AuditError):
+    """An export was asked of a chain that verify finds broken (and breaks were not allowed)."""

@@ -39,6 +39,8 @@ COLUMNS = (
     "threshold",
     "model_verdict",
     "disagrees",
+    "signer_recorded_at_signing",
+    "record_problems",
 )
 
 
@@ -46,7 +48,26 @@ def utc(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _row(d: DecisionView) -> list[object]:
+def record_marks(rows: Sequence[DecisionView], result: VerifyResult) -> dict[int, list[str]]:
+    """Per decision id, the verify problems of the decision, its inspection or its model."""
+    by_key: dict[tuple[str, object], list[str]] = {}
+    for p in result.problems:
+        if p.table is not None and p.row_id is not None:
+            by_key.setdefault((p.table, p.row_id), []).append(str(p))
+    marks: dict[int, list[str]] = {}
+    for d in rows:
+        found = (
+            by_key.get(("decisions", d.id), [])
+            + by_key.get(("inspections", d.inspection_id), [])
+            + by_key.get(("model_versions", d.model_version_id), [])
+            + by_key.get(("model_files", d.model_version_id), [])
+        )
+        if found:
+            marks[d.id] = found
+    return marks
+
+
+def _row(d: DecisionView, marks: Sequence[str]) -> list[object]:
     return [
         d.id,
         utc(d.created_at),
@@ -71,6 +92,8 @@ def _row(d: DecisionView) -> list[object]:
         f"{d.threshold:.6g}",
         d.verdict,
         "yes" if d.disagrees else "no",
+        "yes" if d.signer_recorded else "no (current name and role)",
+        " | ".join(marks),
     ]
 
 
@@ -88,15 +111,20 @@ def _open_for_write(path: Path) -> None:
         raise AuditError(f"{path}: cannot write the export ({exc.strerror})") from None
 
 
-def write_csv(rows: Sequence[DecisionView], path: Path) -> None:
-    """One line per decision, UTF-8 with header; superseded decisions stay, linked both ways."""
+def write_csv(rows: Sequence[DecisionView], path: Path, result: VerifyResult | None = None) -> None:
+    """One line per decision, UTF-8 with header; superseded decisions stay, linked both ways.
+
+    Fields of any size are written whole (a reader may need ``csv.field_size_limit`` raised);
+    a row whose record verify found broken says so in ``record_problems``.
+    """
+    marks = record_marks(rows, result) if result is not None else {}
     _open_for_write(path)
     try:
         with open(path, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(COLUMNS)
             for d in rows:
-                w.writerow([_safe(v) for v in _row(d)])
+                w.writerow([_safe(v) for v in _row(d, marks.get(d.id, []))])
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:
@@ -104,88 +132,99 @@ def write_csv(rows: Sequence[DecisionView], path: Path) -> None:
 
 
 def write_pdf(rows: Sequence[DecisionView], result: VerifyResult, path: Path, *, store: str, exported_by: str) -> None:
-    """A landscape report: header with the verification result, then one row per signature."""
-    from xml.sax.saxutils import escape
-
+    """A report an auditor can hand on: the verification result first, then one card per
+    signature (name and role at signing, UTC time, meaning, reason wrapped over as many pages as
+    it needs), broken records and overruled model verdicts marked. Every glyph is embedded."""
     from reportlab.lib import colors
-    from reportlab.lib.pagesizes import A4, landscape
-    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
-    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import HRFlowable, Paragraph, SimpleDocTemplate, Spacer
 
+    from inspector.audit.pdf_text import chunks, markup, paragraph_markup, register_fonts
+
+    register_fonts()
     _open_for_write(path)
-    styles = getSampleStyleSheet()
-    small = styles["BodyText"].clone("small", fontSize=7, leading=8.5)
+    body = ParagraphStyle("body", fontName="InspSans", fontSize=8.5, leading=11, splitLongWords=1)
+    small = ParagraphStyle("small", parent=body, fontSize=7.5, leading=9.5, textColor=colors.HexColor("#333333"))
+    title = ParagraphStyle("title", parent=body, fontName="InspSansBold", fontSize=15, leading=19, spaceAfter=4)
+    bad = ParagraphStyle(
+        "bad", parent=body, textColor=colors.white, backColor=colors.HexColor("#c5221f"), borderPadding=3
+    )
+    warn = ParagraphStyle("warn", parent=body, backColor=colors.HexColor("#fbbc04"), borderPadding=3)
+    good = ParagraphStyle(
+        "good", parent=body, textColor=colors.white, backColor=colors.HexColor("#188038"), borderPadding=3
+    )
+    marks = record_marks(rows, result)
 
-    def p(text: object) -> Paragraph:
-        return Paragraph(escape(str(text)), small)
-
-    story = [
-        Paragraph("Inspection decision audit trail", styles["Title"]),
-        Paragraph(
-            escape(f"Store: {store or 'database'} — exported {utc(datetime.now(UTC))} by {exported_by}"),
-            styles["BodyText"],
-        ),
-        Paragraph(escape(f"Verification: {result.summary()}"), styles["BodyText"]),
+    story: list[object] = [
+        Paragraph("Inspection decision audit trail", title),
+        Paragraph(markup(f"Store: {store or 'database'} — exported {utc(datetime.now(UTC))} by {exported_by}"), body),
+        Spacer(1, 2 * mm),
+        Paragraph(markup(f"Verification: {result.summary()}"), good if result.ok else bad),
+        Spacer(1, 2 * mm),
     ]
     for w in result.warnings:
-        story.append(Paragraph(escape(f"Warning: {w}"), styles["BodyText"]))
-    for prob in result.problems[:20]:
-        story.append(Paragraph(escape(f"Problem: {prob}"), styles["BodyText"]))
-    story.append(Spacer(1, 4 * mm))
-    header = [
-        "#",
-        "Time (UTC)",
-        "Signed by",
-        "Meaning of signature",
-        "Reason",
-        "Inspection",
-        "Model verdict",
-        "Model",
-    ]
-    data: list[list[object]] = [[p(h) for h in header]]
-    for d in rows:
-        reason = " — ".join(x for x in (d.reason_code, d.reason_text) if x) or ""
-        if d.superseded_by:
-            reason = (reason + f" [superseded by #{d.superseded_by}]").strip()
-        data.append(
-            [
-                p(d.id),
-                p(utc(d.created_at)),
-                p(f"{d.user_name} ({d.user_id}, {d.user_role})"),
-                p(d.meaning),
-                p(reason),
-                p(f"#{d.inspection_id} {d.station} frame {d.frame_index}\n{d.source}"),
-                p(f"{d.verdict} (score {d.score:.4g} / thr {d.threshold:.4g})"),
-                p(f"v{d.model_version_id} {d.backbone} {d.weights_hash[:12]}"),
-            ]
+        story.append(Paragraph(markup(f"Warning: {w}"), small))
+    for prob in result.problems[:200]:
+        story.append(Paragraph(markup(f"Problem: {prob}"), small))
+    if len(result.problems) > 200:
+        story.append(
+            Paragraph(f"... and {len(result.problems) - 200} more problems (run inspector audit verify)", small)
         )
+    story.append(Spacer(1, 3 * mm))
     if not rows:
-        data.append([p("no decisions recorded")] + [p("")] * (len(header) - 1))
-    widths = [10, 30, 40, 45, 55, 45, 35, 0]
-    avail = landscape(A4)[0] - 20 * mm
-    widths[-1] = avail / mm - sum(widths)
-    table = Table(data, colWidths=[w * mm for w in widths], repeatRows=1)
-    table.setStyle(
-        TableStyle(
-            [
-                ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
-                ("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey),
-                ("VALIGN", (0, 0), (-1, -1), "TOP"),
-            ]
+        story.append(Paragraph("no decisions recorded", body))
+    for d in rows:
+        story.append(HRFlowable(width="100%", thickness=0.4, color=colors.grey, spaceBefore=3, spaceAfter=3))
+        head = f"<b>Decision #{d.id}</b> · {utc(d.created_at)} · {markup(d.meaning)}"
+        story.append(Paragraph(head, body))
+        for m in marks.get(d.id, []):
+            story.append(Paragraph(markup(f"BROKEN RECORD: {m}"), bad))
+        if d.disagrees:
+            story.append(
+                Paragraph(
+                    markup(f"OVERRULES THE MODEL: {d.decision}ed a {d.verdict} verdict (see the reason below)"), warn
+                )
+            )
+        at = "at signing" if d.signer_recorded else "now; not recorded at signing (before schema 0002)"
+        story.append(Paragraph("Signed by: " + markup(f"{d.user_name} ({d.user_id}, {d.user_role} {at})"), body))
+        if d.superseded_by:
+            story.append(Paragraph(f"Superseded by decision #{d.superseded_by}", small))
+        story.append(
+            Paragraph(
+                markup(
+                    f"Inspection #{d.inspection_id} · {d.station} · frame {d.frame_index} · {d.source[:500]} · "
+                    f"model verdict {d.verdict} (score {d.score:.4g} / threshold {d.threshold:.4g}) · "
+                    f"model v{d.model_version_id} {d.backbone} {d.weights_hash[:12]} · "
+                    f"frame sha256 {d.frame_sha256[:16]}"
+                ),
+                small,
+            )
         )
-    )
-    story.append(table)
+        if d.reason_code:
+            story.append(Paragraph("Reason code: " + markup(d.reason_code), body))
+        if d.reason_text:
+            groups = chunks(d.reason_text)
+            story.append(Paragraph(f"Reason ({len(d.reason_text):,} characters): " + paragraph_markup(groups[0]), body))
+            story += [Paragraph(paragraph_markup(g), body) for g in groups[1:]]
     doc = SimpleDocTemplate(
         str(path),
-        pagesize=landscape(A4),
-        leftMargin=10 * mm,
-        rightMargin=10 * mm,
-        topMargin=10 * mm,
-        bottomMargin=10 * mm,
+        pagesize=A4,
+        leftMargin=14 * mm,
+        rightMargin=14 * mm,
+        topMargin=14 * mm,
+        bottomMargin=14 * mm,
         title="Inspection decision audit trail",
     )
     try:
-        doc.build(story)
+        doc.build(story, onFirstPage=_footer, onLaterPages=_footer)
     except OSError as exc:
         raise AuditError(f"{path}: cannot write the export ({exc.strerror})") from None
+
+
+def _footer(canvas: object, doc: object) -> None:
+    canvas.saveState()  # type: ignore[attr-defined]
+    canvas.setFont("InspSans", 7)  # type: ignore[attr-defined]
+    canvas.drawRightString(200 * 2.8346, 8 * 2.8346, f"page {doc.page}")  # type: ignore[attr-defined]
+    canvas.restoreState()  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ import hashlib
 import math
 import os
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,12 +23,15 @@ from sqlalchemy.orm import Session
 from inspector.audit import chain, queries
 from inspector.audit.errors import (
     AuthenticationError,
+    ChainBroken,
+    NotFound,
     PermissionDenied,
     ValidationError,
 )
+from inspector.audit.history import UserState
 from inspector.audit.internals import StoreInternals
-from inspector.audit.passwords import hash_password, verify_password
-from inspector.audit.records import DecisionView, ModelInfo, User
+from inspector.audit.passwords import hash_password, id_hash, verify_password
+from inspector.audit.records import DecisionView, ModelInfo, User, UserInfo, mint_session
 from inspector.audit.roles import Action, Role, parse_role, require
 from inspector.audit.schema import (
     ModelVersionRow,
@@ -39,6 +43,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+MAX_FAILED_LOGINS = 5  # wrong passwords in a row before a user is locked out
+REASON_MAX = 4000  # characters in a reason text: about a page; longer belongs in a document
+NAME_MAX = 200
+CHAINED_STATE = ("name", "role", "active", "password_digest")
 
 
 @functools.cache
@@ -65,45 +73,70 @@ def required_text(name: str, value: str | None) -> str:
     return str(value).strip()
 
 
-def _user_state(row: UserRow) -> dict[str, Any]:
-    digest = hashlib.sha256(row.password_hash.encode()).hexdigest()
-    return {"name": row.name, "role": row.role, "active": row.active, "password_digest": digest}
+def reason_text(name: str, value: str | None, limit: int = REASON_MAX) -> str:
+    """A required reason within the stated cap, or a one-line ValidationError."""
+    text = required_text(name, value)
+    if len(text) > limit:
+        raise ValidationError(f"{name} has {len(text):,} characters; the limit is {limit:,}")
+    return text
+
+
+def _digest(password_hash: str) -> str:
+    return hashlib.sha256(password_hash.encode()).hexdigest()
 
 
 class GovernanceMixin(StoreInternals):
     """Users, models and exports; mixed into ``AuditStore``."""
 
     # ------------------------------------------------------------------ users
-    def _require(self, s: Session, actor: User | str, action: Action) -> UserRow:
-        uid = actor if isinstance(actor, str) else actor.id
-        row = s.get(UserRow, uid)
-        if row is None:
-            raise PermissionDenied(f"unknown user {uid!r} cannot {action.value}")
-        require(row.id, row.role, row.active, action)
-        return row
+    def _require(self, s: Session, actor: User, action: Action) -> UserState:
+        """The actor is a session this store issued, and the chain says they may ``action`` now."""
+        self._check_session(actor)
+        return self._require_state(s, actor.id, action)
 
-    def add_user(self, actor: User | None, user_id: str, name: str, role: str, password: str) -> User:
+    def _check_session(self, actor: object) -> None:
+        if not isinstance(actor, User) or self._sessions.get(actor.session_id) != actor.id:
+            who = getattr(actor, "id", actor)
+            raise PermissionDenied(f"{who!r} is not a login session of this store: log in with authenticate()")
+
+    def _require_state(self, s: Session, user_id: str, action: Action) -> UserState:
+        st = queries.user_states(s).get(user_id)
+        if st is None:
+            raise PermissionDenied(f"unknown user {user_id!r} cannot {action.value}")
+        if st.locked:
+            raise PermissionDenied(f"user {user_id!r} is locked out after failed logins; an admin must unlock it")
+        require(user_id, st.role, st.active, action)
+        return st
+
+    def add_user(self, actor: User | None, user_id: str, name: str, role: str, password: str) -> UserInfo:
         """Creates a user (admins only). With ``actor=None`` it bootstraps the first admin of an
         empty store; once any user exists that door is closed."""
         if not USER_ID.match(user_id or ""):
             raise ValidationError(f"user id {user_id!r}: use 1-64 letters, digits, '_.@-'")
         r = parse_role(role)
+        full_name = reason_text("name", name or user_id, NAME_MAX)
         pw_hash = hash_password(password)  # slow on purpose: outside the write lock
+        if actor is not None:
+            self._check_session(actor)
 
-        def fn(s: Session) -> User:
+        def fn(s: Session) -> UserInfo:
+            states = queries.user_states(s)
+            extra: dict[str, Any] = {}
             if actor is None:
-                if s.scalar(select(func.count()).select_from(UserRow)):
+                if states or s.scalar(select(func.count()).select_from(UserRow)):
                     raise PermissionDenied("users exist: only an admin may add users")
                 if r is not Role.ADMIN:
                     raise ValidationError("the first user of a new store must be an admin")
                 by = user_id
             else:
-                by = self._require(s, actor, Action.MANAGE_USERS).id
-            if s.get(UserRow, user_id) is not None:
+                self._require(s, actor, Action.MANAGE_USERS)
+                by = actor.id
+                extra["session"] = actor.session_id
+            if user_id in states or s.get(UserRow, user_id) is not None:
                 raise ValidationError(f"user id {user_id!r} exists; ids are never reused")
             row = UserRow(
                 id=user_id,
-                name=(name or user_id).strip(),
+                name=full_name,
                 role=r.value,
                 password_hash=pw_hash,
                 active=True,
@@ -111,15 +144,9 @@ class GovernanceMixin(StoreInternals):
             )
             s.add(row)
             s.flush()
-            self._event(
-                s,
-                "user_created",
-                by,
-                user_id=user_id,
-                state=_user_state(row),
-                bootstrap=actor is None,
-            )
-            return queries.to_user(row)
+            state = {"name": full_name, "role": r.value, "active": True, "password_digest": _digest(pw_hash)}
+            self._event(s, "user_created", by, user_id=user_id, state=state, bootstrap=actor is None, **extra)
+            return UserInfo(user_id, full_name, r.value, True, row.created_at)
 
         return self._write(fn)
 
@@ -132,68 +159,116 @@ class GovernanceMixin(StoreInternals):
         role: str | None = None,
         active: bool | None = None,
         password: str | None = None,
-    ) -> User:
+    ) -> UserInfo:
         """Changes a user (admins; anyone may change their own password). Logged as user_changed."""
+        self._check_session(actor)
         pw_hash = hash_password(password) if password is not None else None
+        new_name = None if name is None else reason_text("name", name, NAME_MAX)
 
-        def fn(s: Session) -> User:
+        def fn(s: Session) -> UserInfo:
             only_own_password = actor.id == user_id and name is None and role is None and active is None
-            if not only_own_password:
+            if only_own_password:
+                me = queries.user_states(s).get(actor.id)
+                if me is None or not me.active or me.locked:
+                    raise PermissionDenied(f"user {actor.id!r} is deactivated or locked and cannot change a password")
+            else:
                 self._require(s, actor, Action.MANAGE_USERS)
+            states = queries.user_states(s)
+            if user_id not in states:
+                raise NotFound(f"no user {user_id!r}")
             row = queries.user_row(s, user_id)
-            before = _user_state(row)
-            if name is not None:
-                row.name = required_text("name", name)
+            before = states[user_id]
+            after = UserState(before.name, before.role, before.active, before.password_digest, before.locked)
+            if new_name is not None:
+                after.name = row.name = new_name
             if role is not None:
-                row.role = parse_role(role).value
+                after.role = row.role = parse_role(role).value
             if active is not None:
-                row.active = bool(active)
+                after.active = row.active = bool(active)
             if pw_hash is not None:
                 row.password_hash = pw_hash
-            s.flush()
-            admins = s.scalar(
-                select(func.count())
-                .select_from(UserRow)
-                .where(UserRow.role == Role.ADMIN.value, UserRow.active.is_(True))
-            )
-            if not admins:
+                after.password_digest = _digest(pw_hash)
+            states[user_id] = after
+            if not any(u.role == Role.ADMIN.value and u.active for u in states.values()):
                 raise ValidationError("this would leave the store without an active admin")
-            after = _user_state(row)
-            changes = {k: v for k, v in after.items() if before[k] != v}
-            self._event(s, "user_changed", actor.id, user_id=user_id, changes=changes)
-            return queries.to_user(row)
+            s.flush()
+            changes = {k: getattr(after, k) for k in CHAINED_STATE if getattr(before, k) != getattr(after, k)}
+            self._event(s, "user_changed", actor.id, user_id=user_id, changes=changes, session=actor.session_id)
+            return queries.to_user_info(user_id, after, row.created_at)
 
         return self._write(fn)
 
-    def authenticate(self, user_id: str, password: str) -> User:
-        """Checks a password; records ``login`` or ``login_failed`` (never the password)."""
-        with self._read() as s:
-            row = s.get(UserRow, user_id)
-            stored, active = (row.password_hash, row.active) if row else (_dummy_hash(), False)
-            user = queries.to_user(row) if row else None
-        ok = verify_password(stored, password)  # runs for unknown ids too: same timing
-        reason = (
-            None
-            if (ok and active)
-            else ("unknown user" if user is None else "inactive user" if not active else "wrong password")
-        )
-        self._write(
-            lambda s: self._event(
-                s,
-                "login" if reason is None else "login_failed",
-                user.id if user else None,
-                user_id=user_id,
-                **({"reason": reason} if reason else {}),
-            )
-        )
-        if reason is not None or user is None:
-            raise AuthenticationError(f"login refused for {user_id!r}: unknown user, inactive user or wrong password")
-        return user
+    def unlock_user(self, actor: User, user_id: str, reason: str) -> None:
+        """Lifts a lockout after failed logins (admins, with a reason); logged as user_unlocked."""
+        why = reason_text("reason", reason)
 
-    def list_users(self) -> list[User]:
-        """Read-only: all users, deactivated ones included (ids are never reused)."""
+        def fn(s: Session) -> None:
+            self._require(s, actor, Action.MANAGE_USERS)
+            st = queries.user_states(s).get(user_id)
+            if st is None:
+                raise NotFound(f"no user {user_id!r}")
+            if not st.locked:
+                raise ValidationError(f"user {user_id!r} is not locked")
+            self._event(s, "user_unlocked", actor.id, user_id=user_id, reason=why, session=actor.session_id)
+
+        self._write(fn)
+
+    def authenticate(self, user_id: str, password: str) -> User:
+        """Checks a password and opens a login session; records ``login`` or ``login_failed``.
+
+        The user's state comes from the chain; the stored hash must match the chained digest (a
+        hash swapped in the ``users`` table is refused). After ``MAX_FAILED_LOGINS`` wrong
+        passwords the user is locked until an admin unlocks them. An unknown id is logged only as
+        a salted hash: it may be a password typed into the wrong field.
+        """
         with self._read() as s:
-            return [queries.to_user(r) for r in s.scalars(select(UserRow).order_by(UserRow.id))]
+            st = queries.user_states(s).get(user_id)
+            row = s.get(UserRow, user_id) if st is not None else None
+            stored = row.password_hash if row is not None else _dummy_hash()
+        ok = verify_password(stored, password)  # runs for unknown ids too: same timing
+        if st is None:
+            reason: str | None = "unknown user"
+        elif row is None or _digest(row.password_hash) != st.password_digest:
+            reason = "password record altered outside the store"
+        elif st.locked:
+            reason = "locked out"
+        elif not st.active:
+            reason = "inactive user"
+        else:
+            reason = None if ok else "wrong password"
+        session = secrets.token_hex(16)
+
+        def fn(s: Session) -> bool:
+            if reason is None:
+                self._event(s, "login", user_id, user_id=user_id, session=session)
+                return False
+            if st is None:
+                self._event(s, "login_failed", None, user_id_hash=id_hash(user_id, self.store_id), reason=reason)
+                return False
+            self._event(s, "login_failed", user_id, user_id=user_id, reason=reason)
+            if reason == "wrong password":
+                failures = queries.failed_logins(s, user_id)
+                if failures >= MAX_FAILED_LOGINS:
+                    self._event(s, "user_locked", None, user_id=user_id, failures=failures)
+                    return True
+            return False
+
+        locked_now = self._write(fn)
+        if reason is not None or st is None:
+            extra = f" (locked after {MAX_FAILED_LOGINS} wrong passwords)" if locked_now else ""
+            raise AuthenticationError(
+                f"login refused: unknown user, inactive or locked account, or wrong password{extra}"
+            )
+        self._sessions[session] = user_id
+        info = queries.to_user_info(user_id, st, row.created_at if row is not None else None)
+        return mint_session(info, session)
+
+    def list_users(self) -> list[UserInfo]:
+        """Read-only: all users as the chain says they are, deactivated and locked ones included."""
+        with self._read() as s:
+            created = {r.id: r.created_at for r in s.scalars(select(UserRow))}
+            states = queries.user_states(s)
+            return [queries.to_user_info(uid, states[uid], created.get(uid)) for uid in sorted(states)]
 
     # ------------------------------------------------------------------ models
     def register_model(
@@ -206,15 +281,28 @@ class GovernanceMixin(StoreInternals):
         thresholds: Mapping[str, Any],
         metrics: Mapping[str, Any],
         model_dir: str | os.PathLike[str],
+        files: Mapping[str, str] | None = None,
+        backbone_sha256: str | None = None,
     ) -> int:
-        """Records a trained model version (engineers); it becomes active only when activated."""
+        """Records a trained model version (engineers); it becomes active only when activated.
+
+        Args:
+            files: every file of the model directory (relative path -> sha256, ``model.json``
+                included), from ``inspector.audit.model_files.hash_model_dir``; stations refuse a
+                directory that no longer matches.
+            backbone_sha256: the backbone fingerprint the model was built with.
+        """
         try:
             th, me = chain.canonical_json(dict(thresholds)), chain.canonical_json(dict(metrics))
+            fj = None if files is None else chain.canonical_json({str(k): str(v) for k, v in files.items()})
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"thresholds and metrics must be plain JSON ({exc})") from None
 
         def fn(s: Session) -> int:
-            by = self._require(s, actor, Action.REGISTER_MODEL).id
+            self._require(s, actor, Action.REGISTER_MODEL)
+            if queries.default_threshold(dict(thresholds)) is None:
+                raise ValidationError("thresholds need a numeric 'decision' (or 'image' / 'threshold') value")
+            by = actor.id
             mid = self._append(
                 s,
                 ModelVersionRow(
@@ -226,19 +314,30 @@ class GovernanceMixin(StoreInternals):
                     model_dir=str(model_dir),
                     trained_by=by,
                     created_at=datetime.now(UTC),
+                    files_json=fj if fj is not None else chain.canonical_json({}),
+                    backbone_sha256=backbone_sha256 or "",
                 ),
             )
-            self._event(s, "model_trained", by, model_id=mid, weights_hash=weights_hash, backbone=backbone)
+            self._event(
+                s,
+                "model_trained",
+                by,
+                model_id=mid,
+                weights_hash=weights_hash,
+                backbone=backbone,
+                session=actor.session_id,
+            )
             return mid
 
         return self._write(fn)
 
     def activate_model(self, actor: User, model_id: int, reason: str) -> None:
         """Makes a model version the one that judges new frames (engineers, with a reason)."""
-        why = required_text("reason", reason)
+        why = reason_text("reason", reason)
 
         def fn(s: Session) -> None:
-            by = self._require(s, actor, Action.ACTIVATE_MODEL).id
+            self._require(s, actor, Action.ACTIVATE_MODEL)
+            by = actor.id
             queries.models(s, model_id)
             stack, _, _ = queries.activation_stack(s)
             self._event(
@@ -248,32 +347,50 @@ class GovernanceMixin(StoreInternals):
                 model_id=model_id,
                 previous_model_id=stack[-1] if stack else None,
                 reason=why,
+                session=actor.session_id,
             )
 
         self._write(fn)
 
     def rollback_model(self, actor: User, reason: str) -> int:
         """Re-activates the model that was active before the current one; returns its id."""
-        why = required_text("reason", reason)
+        why = reason_text("reason", reason)
 
         def fn(s: Session) -> int:
-            by = self._require(s, actor, Action.ACTIVATE_MODEL).id
+            self._require(s, actor, Action.ACTIVATE_MODEL)
             stack, _, _ = queries.activation_stack(s)
             if len(stack) < 2:
                 raise ValidationError("no earlier model to roll back to")
-            self._event(s, "model_rolled_back", by, from_model_id=stack[-1], model_id=stack[-2], reason=why)
+            self._event(
+                s,
+                "model_rolled_back",
+                actor.id,
+                from_model_id=stack[-1],
+                model_id=stack[-2],
+                reason=why,
+                session=actor.session_id,
+            )
             return stack[-2]
 
         return self._write(fn)
 
     def set_threshold(self, actor: User, model_id: int, value: float, reason: str) -> None:
         """Changes a model's decision threshold (engineers, with a reason); old value is logged."""
-        new, why = finite("threshold", value), required_text("reason", reason)
+        new, why = finite("threshold", value), reason_text("reason", reason)
 
         def fn(s: Session) -> None:
-            by = self._require(s, actor, Action.SET_THRESHOLD).id
+            self._require(s, actor, Action.SET_THRESHOLD)
             old = queries.models(s, model_id)[0].threshold
-            self._event(s, "threshold_changed", by, model_id=model_id, old=old, new=new, reason=why)
+            self._event(
+                s,
+                "threshold_changed",
+                actor.id,
+                model_id=model_id,
+                old=old,
+                new=new,
+                reason=why,
+                session=actor.session_id,
+            )
 
         self._write(fn)
 
@@ -298,11 +415,14 @@ class GovernanceMixin(StoreInternals):
         path: str | os.PathLike[str],
         fmt: str,
         writer: Callable[[list[DecisionView], chain.VerifyResult, Path], None],
+        allow_broken: bool,
     ) -> int:
         with self._read() as s:
-            by = self._require(s, actor, Action.EXPORT).id
-        rows = self.decisions()
+            self._require(s, actor, Action.EXPORT)
         result = self.verify()
+        if not result.ok and not allow_broken:
+            raise ChainBroken(f"{result.summary()}; export refused (allow_broken exports it with the breaks marked)")
+        rows = self.decisions()
         out = Path(path)
         writer(rows, result, out)
         digest = hashlib.sha256(out.read_bytes()).hexdigest()
@@ -311,12 +431,14 @@ class GovernanceMixin(StoreInternals):
                 lambda s: self._event(
                     s,
                     "export_made",
-                    by,
+                    actor.id,
                     format=fmt,
                     path=str(out.resolve()),
                     sha256=digest,
                     decisions=len(rows),
                     chain_ok=result.ok,
+                    problems=len(result.problems),
+                    session=actor.session_id,
                 )
             )
         except BaseException:
@@ -324,14 +446,19 @@ class GovernanceMixin(StoreInternals):
             raise
         return len(rows)
 
-    def export_csv(self, actor: User, path: str | os.PathLike[str]) -> int:
-        """Writes every decision with its context as CSV (auditors); returns the row count."""
+    def export_csv(self, actor: User, path: str | os.PathLike[str], *, allow_broken: bool = False) -> int:
+        """Writes every decision with its context as CSV (auditors); returns the row count.
+
+        Raises:
+            ChainBroken: verify found problems and ``allow_broken`` is False; nothing written.
+        """
         from inspector.audit.export import write_csv
 
-        return self._export(actor, path, "csv", lambda rows, _r, out: write_csv(rows, out))
+        return self._export(actor, path, "csv", lambda rows, res, out: write_csv(rows, out, res), allow_broken)
 
-    def export_pdf(self, actor: User, path: str | os.PathLike[str]) -> int:
-        """Writes a human-readable PDF: each signature (name, UTC time, meaning), verify result."""
+    def export_pdf(self, actor: User, path: str | os.PathLike[str], *, allow_broken: bool = False) -> int:
+        """Writes a human-readable PDF: each signature (name and role at signing, UTC time,
+        meaning), the verify result, broken records and overruled verdicts marked."""
         from inspector.audit.export import write_pdf
 
         return self._export(
@@ -339,4 +466,5 @@ class GovernanceMixin(StoreInternals):
             path,
             "pdf",
             lambda rows, res, out: write_pdf(rows, res, out, store=str(self.db_path or ""), exported_by=actor.name),
+            allow_broken,
         )

@@ -13,9 +13,10 @@ if TYPE_CHECKING:
 
     from inspector.audit import chain
     from inspector.audit.errors import RecordQueued, StoreUnavailable
+    from inspector.audit.history import UserState
     from inspector.audit.records import User
     from inspector.audit.roles import Action
-    from inspector.audit.schema import Base, UserRow
+    from inspector.audit.schema import Base
 
 T = TypeVar("T")
 
@@ -25,6 +26,8 @@ class StoreInternals:
 
     frames_dir: Path
     db_path: Path | None
+    store_id: str
+    _sessions: dict[str, str]
 
     if TYPE_CHECKING:
         _nested: bool
@@ -34,5 +37,9 @@ class StoreInternals:
         def _append(self, s: Session, row: Base) -> int: ...
         def _event(self, s: Session, kind: str, actor: str | None, **details: Any) -> int: ...
         def _enqueue(self, record: dict[str, Any], exc: StoreUnavailable) -> RecordQueued: ...
-        def _require(self, s: Session, actor: User | str, action: Action) -> UserRow: ...
-        def verify(self, checkpoint: Any = None, *, frames: bool = False) -> chain.VerifyResult: ...
+        def _require(self, s: Session, actor: User, action: Action) -> UserState: ...
+        def _require_state(self, s: Session, user_id: str, action: Action) -> UserState: ...
+        def _check_session(self, actor: object) -> None: ...
+        def verify(
+            self, checkpoint: Any = None, *, frames: bool = False, allow_missing_head: bool = False
+        ) -> chain.VerifyResult: ...

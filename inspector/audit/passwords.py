@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import sys
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -11,14 +14,42 @@ from inspector.audit.errors import ValidationError
 
 MIN_LENGTH = 8
 
-# argon2-cffi's defaults (RFC 9106 low-memory profile) cost ~50 ms; tests may lower them with
-# INSPECTOR_ARGON2_FAST=1, which only changes the cost parameters stored inside each hash.
+# argon2-cffi's defaults (RFC 9106 low-memory profile) cost ~50 ms. The test suite may lower them
+# with INSPECTOR_ARGON2_FAST=1, which only changes the cost parameters stored inside each hash.
+# The switch is honoured only inside a pytest run (pytest imported *and* running a test), so a
+# station started with it set still stores full-cost hashes, and says so in its log.
+FAST_ENV = "INSPECTOR_ARGON2_FAST"
 _HASHER = PasswordHasher()
 _FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+_log = logging.getLogger(__name__)
+_warned = False
+ID_HASH_ITERATIONS = 100_000  # a mistyped id may be a password: slow to guess back from its hash
+
+
+def in_test_suite() -> bool:
+    """True only while pytest runs a test in this process."""
+    return "_pytest" in sys.modules and "PYTEST_CURRENT_TEST" in os.environ
 
 
 def _hasher() -> PasswordHasher:
-    return _FAST if os.environ.get("INSPECTOR_ARGON2_FAST") == "1" else _HASHER
+    global _warned
+    if os.environ.get(FAST_ENV) != "1":
+        return _HASHER
+    if in_test_suite():
+        return _FAST
+    if not _warned:
+        _log.warning("%s=1 is honoured only inside the test suite; storing full-cost password hashes", FAST_ENV)
+        _warned = True
+    return _HASHER
+
+
+def id_hash(typed_id: str, salt: str) -> str:
+    """What a login with an unknown id records instead of the id as typed (it may be a password
+    typed into the wrong field): a salted, slow hash that still groups repeated attempts."""
+    digest = hashlib.pbkdf2_hmac(
+        "sha256", typed_id.encode("utf-8"), f"inspector-id:{salt}".encode(), ID_HASH_ITERATIONS
+    )
+    return digest.hex()[:32]
 
 
 def check_strength(password: str) -> None:

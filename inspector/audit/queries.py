@@ -15,14 +15,28 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from inspector.audit.errors import NotFound
-from inspector.audit.records import DecisionView, ModelInfo, User
+from inspector.audit.history import USER_EVENTS, UserState, apply_user_event
+from inspector.audit.records import DecisionView, ModelInfo, UserInfo
 from inspector.audit.schema import DecisionRow, EventRow, InspectionRow, ModelVersionRow, UserRow
 
 MODEL_EVENTS = ("model_activated", "model_rolled_back", "threshold_changed")
+LOGIN_EVENTS = ("login", "login_failed", "user_unlocked")
 
 
-def to_user(row: UserRow) -> User:
-    return User(id=row.id, name=row.name, role=row.role, active=row.active, created_at=row.created_at)
+def user_states(s: Session) -> dict[str, UserState]:
+    """Every user as the chained events say they are now (the ``users`` row is only a cache)."""
+    users: dict[str, UserState] = {}
+    q = select(EventRow.kind, EventRow.details_json).where(EventRow.kind.in_(USER_EVENTS)).order_by(EventRow.id)
+    for kind, details in s.execute(q):
+        try:
+            apply_user_event(users, kind, json.loads(details))
+        except ValueError:
+            continue  # an edited event: verify names it
+    return users
+
+
+def to_user_info(uid: str, st: UserState, created_at: datetime | None) -> UserInfo:
+    return UserInfo(uid, st.name, st.role, st.active, created_at, st.locked)  # type: ignore[arg-type]
 
 
 def user_row(s: Session, user_id: str) -> UserRow:
@@ -30,6 +44,34 @@ def user_row(s: Session, user_id: str) -> UserRow:
     if row is None:
         raise NotFound(f"no user {user_id!r}")
     return row
+
+
+def failed_logins(s: Session, user_id: str) -> int:
+    """Wrong passwords for ``user_id`` since their last login or unlock."""
+    n = 0
+    q = (
+        select(EventRow.kind, EventRow.actor, EventRow.details_json)
+        .where(EventRow.kind.in_(LOGIN_EVENTS))
+        .order_by(EventRow.id.desc())
+    )
+    for kind, actor, details in s.execute(q):
+        if kind == "login" and actor == user_id:
+            break
+        if kind == "user_unlocked" and json.loads(details).get("user_id") == user_id:
+            break
+        if kind == "login_failed" and actor == user_id and json.loads(details).get("reason") == "wrong password":
+            n += 1
+    return n
+
+
+def session_in_chain(s: Session, user_id: str, session_id: str | None) -> bool:
+    """True when a chained ``login`` of ``user_id`` opened ``session_id``."""
+    if not session_id:
+        return False
+    q = select(EventRow.details_json).where(
+        EventRow.kind == "login", EventRow.actor == user_id, EventRow.details_json.contains(session_id)
+    )
+    return any(json.loads(d).get("session") == session_id for d in s.scalars(q))
 
 
 def activation_stack(
@@ -94,6 +136,8 @@ def models(s: Session, model_id: int | None = None) -> list[ModelInfo]:
                 activated_by=by,
                 activated_at=at,
                 threshold=overrides.get(r.id, default_threshold(th)),
+                files=json.loads(r.files_json) if r.files_json else None,
+                backbone_sha256=r.backbone_sha256,
             )
         )
     if model_id is not None and not out:
@@ -169,8 +213,9 @@ def decision_views(
                 id=d.id,
                 created_at=d.created_at,
                 user_id=d.user_id,
-                user_name=name,
-                user_role=role,
+                user_name=d.user_name if d.user_name is not None else name,
+                user_role=d.user_role if d.user_role is not None else role,
+                signer_recorded=d.user_name is not None,
                 decision=d.decision,
                 meaning=d.meaning,
                 reason_code=d.reason_code,

@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session
 from inspector.audit import codec, queries
 from inspector.audit.errors import (
     NotFound,
+    PermissionDenied,
     StoreUnavailable,
     ValidationError,
 )
-from inspector.audit.governance import finite, required_text
+from inspector.audit.governance import REASON_MAX, finite, required_text
+from inspector.audit.history import UserState, close
 from inspector.audit.internals import StoreInternals
 from inspector.audit.records import DecisionView, Inspection, User, disagrees
 from inspector.audit.roles import Action
@@ -31,6 +33,7 @@ from inspector.audit.schema import (
     InspectionRow,
     ModelVersionRow,
 )
+from inspector.images import frame_sha256
 
 if TYPE_CHECKING:
     pass
@@ -80,9 +83,9 @@ class RecordingMixin(StoreInternals):
         """
         if verdict not in VERDICTS:
             raise ValidationError(f"verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}")
-        when = created_at or datetime.now(UTC)
-        if when.tzinfo is None:
-            raise ValidationError("created_at must be timezone-aware (UTC)")
+        if created_at is not None:
+            raise ValidationError("created_at is set by the store (its own clock, never earlier than the last record)")
+        when = datetime.now(UTC)
         fields = {
             "uid": uuid.uuid4().hex,
             "station": required_text("station", station),
@@ -128,12 +131,24 @@ class RecordingMixin(StoreInternals):
             done = s.scalar(select(InspectionRow.id).where(InspectionRow.uid == fields["uid"]))
             if done is not None:
                 return int(done)  # a replay of a record that reached the database already
-            if s.get(ModelVersionRow, fields["model_version_id"]) is None:
-                raise NotFound(f"no model version {fields['model_version_id']}")
+            mid = fields["model_version_id"]
+            if s.get(ModelVersionRow, mid) is None:
+                raise NotFound(f"no model version {mid}")
+            in_force = queries.models(s, mid)[0].threshold
+            if not close(fields["threshold"], in_force):
+                raise ValidationError(
+                    f"threshold {fields['threshold']:.6g} is not model v{mid}'s threshold in force ({in_force}); "
+                    "the station must judge with the registered threshold and its logged changes"
+                )
+            if (fields["verdict"] == "DEFECT") != (fields["score"] >= fields["threshold"]):
+                raise ValidationError(
+                    f"verdict {fields['verdict']} does not follow from score {fields['score']:.6g} "
+                    f"and threshold {fields['threshold']:.6g}"
+                )
             return self._append(
                 s,
                 InspectionRow(
-                    **{**fields, "created_at": datetime.fromisoformat(fields["created_at"])},
+                    **{k: v for k, v in fields.items() if k != "created_at"},
                     frame_sha256=digest,
                     frame_path=path.as_posix(),
                     anomaly_map=amap,
@@ -161,6 +176,8 @@ class RecordingMixin(StoreInternals):
             if not path.is_absolute() and self.db_path is not None:
                 path = self.db_path.parent / path
             frame = codec.load_frame(path) if images and path.is_file() else None
+            # Re-hashed before anyone sees it: a replaced file must not pass for the recorded frame.
+            matches = None if frame is None else frame_sha256(frame) == r.frame_sha256
             return Inspection(
                 id=r.id,
                 uid=r.uid,
@@ -177,6 +194,7 @@ class RecordingMixin(StoreInternals):
                 created_at=r.created_at,
                 anomaly_map_sha256=r.anomaly_map_sha256,
                 gradcam_sha256=r.gradcam_sha256,
+                frame_matches=matches,
                 frame=frame,
                 anomaly_map=codec.decode_map(r.anomaly_map) if images else None,
                 gradcam=codec.decode_map(r.gradcam) if images and r.gradcam else None,
@@ -201,14 +219,21 @@ class RecordingMixin(StoreInternals):
             PermissionDenied, ValidationError, NotFound: refused, nothing recorded.
             RecordQueued: the database refused the write; the decision waits in the retry queue.
         """
+        self._check_session(actor)
+        text = (reason_text or "").strip() or None
+        if text is not None and len(text) > REASON_MAX:
+            raise ValidationError(f"reason text has {len(text):,} characters; the limit is {REASON_MAX:,}")
+        if reason_code is not None and len(reason_code.strip()) > 64:
+            raise ValidationError("reason code has more than 64 characters")
         record = {
             "kind": "decision",
             "uid": uuid.uuid4().hex,
             "actor": actor.id,
+            "session": actor.session_id,
             "inspection_id": int(inspection_id),
             "decision": decision,
             "reason_code": (reason_code or "").strip() or None,
-            "reason_text": (reason_text or "").strip() or None,
+            "reason_text": text,
             "supersedes": None if supersedes is None else int(supersedes),
             "created_at": datetime.now(UTC).isoformat(),
         }
@@ -224,8 +249,11 @@ class RecordingMixin(StoreInternals):
                 raise
             raise self._enqueue(record, exc) from None
 
-    def _check_decision(self, s: Session, r: dict[str, Any]) -> str:
-        self._require(s, r["actor"], Action.DECIDE)
+    def _check_decision(self, s: Session, r: dict[str, Any]) -> tuple[str, UserState]:
+        """Refuses what verify would flag; returns the signature's meaning and the signer."""
+        signer = self._require_state(s, r["actor"], Action.DECIDE)
+        if not queries.session_in_chain(s, r["actor"], r.get("session")):
+            raise PermissionDenied(f"decision by {r['actor']!r} names no login session of theirs")
         if r["decision"] not in DECISIONS:
             raise ValidationError(f"decision must be accept or reject, got {r['decision']!r}")
         verdict = s.scalar(select(InspectionRow.verdict).where(InspectionRow.id == r["inspection_id"]))
@@ -247,14 +275,27 @@ class RecordingMixin(StoreInternals):
             if later is not None:
                 raise ValidationError(f"decision {old.id} was already superseded by {later}")
             meaning = f"corrected: {r['decision']}ed (supersedes decision {old.id})"
-        return meaning
+        else:
+            current = s.scalar(
+                select(DecisionRow.id)
+                .where(DecisionRow.inspection_id == r["inspection_id"])
+                .order_by(DecisionRow.id.desc())
+                .limit(1)
+            )
+            if current is not None:
+                raise ValidationError(
+                    f"inspection {r['inspection_id']} already has decision {current}; a new one must supersede it"
+                )
+        return meaning, signer
 
-    def _insert_decision(self, r: dict[str, Any]) -> int:
+    def _insert_decision(self, r: dict[str, Any], queued: bool = False) -> int:
         def fn(s: Session) -> int:
             done = s.scalar(select(DecisionRow.id).where(DecisionRow.uid == r["uid"]))
             if done is not None:
                 return int(done)
-            meaning = self._check_decision(s, r)
+            meaning, signer = self._check_decision(s, r)
+            if queued:  # the store's clock stamps the row; the station's time of signing is kept here
+                meaning += f"; signed {r['created_at'][:19]} UTC, recorded after the store came back"
             return self._append(
                 s,
                 DecisionRow(
@@ -266,7 +307,10 @@ class RecordingMixin(StoreInternals):
                     reason_text=r["reason_text"],
                     meaning=meaning,
                     supersedes_id=r["supersedes"],
-                    created_at=datetime.fromisoformat(r["created_at"]),
+                    created_at=datetime.now(UTC),
+                    user_name=signer.name,
+                    user_role=signer.role,
+                    session_id=r.get("session"),
                 ),
             )
 
@@ -294,5 +338,5 @@ def replay(store: RecordingMixin, record: dict[str, Any]) -> tuple[str, int]:
         )
         return "inspections", iid
     if record.get("kind") == "decision":
-        return "decisions", store._insert_decision(record)
+        return "decisions", store._insert_decision(record, queued=True)
     raise ValidationError(f"unknown queued record kind {record.get('kind')!r}")

@@ -2,23 +2,55 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from inspector.audit.errors import PermissionDenied
+
+_MINT = object()  # only ``mint_session`` holds it, so ``User(...)`` by hand is refused at once
+
 
 @dataclass(frozen=True)
 class User:
-    """A user as the store knows them now; never carries the password hash."""
+    """A login session: made only by ``AuditStore.authenticate``; every write names one.
+
+    The store also keeps the sessions it issued, so a ``User`` minted by other code, or by
+    another store, is refused there too; verify checks each record's session against the
+    chained ``login`` events.
+    """
 
     id: str
     name: str
     role: str
     active: bool
     created_at: datetime
+    session_id: str = field(default="", repr=False)
+    _mint: InitVar[object] = None
+
+    def __post_init__(self, _mint: object) -> None:
+        if _mint is not _MINT:
+            raise PermissionDenied("a User is a login session: only AuditStore.authenticate() makes one")
+
+
+def mint_session(info: UserInfo, session_id: str) -> User:
+    """The store's way to turn a successful login into a session object."""
+    return User(info.id, info.name, info.role, info.active, info.created_at, session_id, _MINT)
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A user as the chained events say they are now (listings); never the password hash."""
+
+    id: str
+    name: str
+    role: str
+    active: bool
+    created_at: datetime
+    locked: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,6 +70,8 @@ class ModelInfo:
     activated_by: str | None = None
     activated_at: datetime | None = None
     threshold: float | None = None
+    files: dict[str, str] | None = None  # relative path -> sha256 (None: registered before 0002)
+    backbone_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +93,7 @@ class Inspection:
     created_at: datetime
     anomaly_map_sha256: str
     gradcam_sha256: str | None
+    frame_matches: bool | None = None  # the loaded frame re-hashed against the record (None: not loaded)
     frame: np.ndarray | None = field(default=None, repr=False)
     anomaly_map: np.ndarray | None = field(default=None, repr=False)
     gradcam: np.ndarray | None = field(default=None, repr=False)
@@ -90,6 +125,7 @@ class DecisionView:
     score: float
     threshold: float
     verdict: str
+    signer_recorded: bool = True  # False: a decision from before 0002 shows the current name and role
 
     @property
     def disagrees(self) -> bool:

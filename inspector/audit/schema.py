@@ -77,6 +77,10 @@ class ModelVersionRow(Base):
     model_dir: Mapped[str] = mapped_column(Text)
     trained_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Since revision 0002: every file of the model directory by relative path -> sha256, and the
+    # backbone fingerprint, so a station can refuse a directory that changed after registration.
+    files_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    backbone_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class InspectionRow(Base):
@@ -114,6 +118,11 @@ class DecisionRow(Base):
     meaning: Mapped[str] = mapped_column(String(200))
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # Since revision 0002: the signer as they were at signing (Part 11 §11.50), and the login
+    # session that signed, inside the hashed row.
+    user_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    user_role: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    session_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class EventRow(Base):
@@ -147,6 +156,8 @@ class HeadRow(Base):
     store_id: Mapped[str] = mapped_column(String(32))
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+    # Since revision 0002: the newest record's time; the store never stamps an earlier one.
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 ROW_CLASSES: dict[str, type[Base]] = {

@@ -174,6 +174,7 @@ class AuditStore(GovernanceMixin, RecordingMixin):
         self._reader = engine.execution_options(inspector_begin="DEFERRED") if self._sqlite else engine
         self._local = threading.local()
         self.store_id = ""
+        self._sessions: dict[str, str] = {}  # login sessions this store issued: session id -> user id
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -250,9 +251,23 @@ class AuditStore(GovernanceMixin, RecordingMixin):
             if current(conn) == head:
                 return
         with self.engine.connect() as conn, conn.begin():  # write lock: one migrator at a time
-            if current(conn) != head:
+            before = current(conn)
+            if before != head:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
+                if before is not None:
+                    self._mark_upgrade(conn, before, str(head))
+
+    def _mark_upgrade(self, conn: sa.Connection, before: str, after: str) -> None:
+        """Chains a ``schema_upgraded`` event in the migration's transaction: verify holds the
+        records before it to the rules of their own schema (no sessions, caller clocks)."""
+        with Session(bind=conn) as s:
+            h = s.get(HeadRow, 1)
+            if h is None or h.seq == 0:
+                return  # nothing written under the old schema
+            self._event(s, "schema_upgraded", None, from_revision=before, to_revision=after)
+            s.flush()
+        self._local.head = None  # the head file catches up with the next write
 
     # ------------------------------------------------------------------ transactions
     @contextmanager
@@ -321,10 +336,18 @@ class AuditStore(GovernanceMixin, RecordingMixin):
 
     # ------------------------------------------------------------------ chain
     def _append(self, s: Session, row: Base) -> int:
-        """Inserts an append-only row and links it into the chain, in the open transaction."""
+        """Inserts an append-only row and links it into the chain, in the open transaction.
+
+        The row's ``created_at`` is the store's time, never the caller's, and never earlier than
+        the newest record's (a clock stepped back by NTP repeats the last time instead).
+        """
+        head = s.execute(select(HeadRow).where(HeadRow.id == 1).with_for_update()).scalar_one()
+        now = datetime.now(UTC)
+        if head.last_at is not None and now < head.last_at:
+            now = head.last_at
+        row.created_at = now  # type: ignore[attr-defined]
         s.add(row)
         s.flush()
-        head = s.execute(select(HeadRow).where(HeadRow.id == 1).with_for_update()).scalar_one()
         table = row.__tablename__
         content = chain.content_hash(row_columns(row))
         new_hash = chain.record_hash(head.hash, table, row.id, content)  # type: ignore[attr-defined]
@@ -340,6 +363,7 @@ class AuditStore(GovernanceMixin, RecordingMixin):
         )
         head.seq += 1
         head.hash = new_hash
+        head.last_at = now
         s.flush()
         self._local.head = (head.seq, new_hash)
         return int(row.id)  # type: ignore[attr-defined]
@@ -406,16 +430,33 @@ class AuditStore(GovernanceMixin, RecordingMixin):
             raise CheckpointError(f"{path}: cannot write checkpoint ({exc.strerror})") from None
         return h
 
-    def verify(self, checkpoint: str | os.PathLike[str] | None = None, *, frames: bool = False) -> chain.VerifyResult:
-        """Read-only: walks the chain; names the first broken record and what happened to it.
+    def verify(
+        self,
+        checkpoint: str | os.PathLike[str] | None = None,
+        *,
+        frames: bool = False,
+        allow_missing_head: bool = False,
+    ) -> chain.VerifyResult:
+        """Walks the chain and replays it; names the first broken record and what happened to it.
+
+        Read-only, except that ``allow_missing_head`` chains a ``head_file_waived`` event when
+        the head file is in fact missing or foreign (the choice is part of the record).
 
         Args:
             checkpoint: a file from ``checkpoint()``; records it counted must still be there.
             frames: also re-hash every stored frame file (slow on large stores).
+            allow_missing_head: a missing or foreign head file is a warning instead of a problem.
         """
         from inspector.audit.verify_io import collect
 
-        return collect(self, checkpoint, frames)
+        result = collect(self, checkpoint, frames, allow_missing_head)
+        waived = [w for w in result.warnings if w.startswith("head file waived")]
+        if waived:
+            try:
+                self._write(lambda s: self._event(s, "head_file_waived", None, warning=waived[0]))
+            except AuditError as exc:
+                result.warnings.append(f"the waiver could not be logged ({exc})")
+        return result
 
     # ------------------------------------------------------------------ retry queue
     @property

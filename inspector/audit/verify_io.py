@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import UnidentifiedImageError
 from sqlalchemy import select
 
-from inspector.audit import chain, codec
+from inspector.audit import chain, codec, history, queries
 from inspector.audit.errors import CheckpointError
 from inspector.audit.schema import (
     ROW_CLASSES,
@@ -57,23 +57,64 @@ def load_checkpoint(path: str | os.PathLike[str], store_id: str) -> chain.HeadCl
     return chain.HeadClaim(f"checkpoint {p.name}", count, digest)
 
 
-def _sidecar(store: AuditStore, warnings: list[str]) -> chain.HeadClaim | None:
+def _sidecar(
+    store: AuditStore, allow_missing: bool, warnings: list[str], extra: list[chain.Problem]
+) -> chain.HeadClaim | None:
+    """The head file, failing closed: missing, unreadable or foreign is a problem unless waived."""
     path = store.sidecar_path
     if path is None:
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         if doc.get("store_id") != store.store_id:
-            warnings.append(f"{path.name} belongs to another store; ignored")
-            return None
-        return chain.HeadClaim(f"head file {path.name}", int(doc["count"]), str(doc["hash"]))
+            other = str(doc.get("store_id"))[:8]
+            why = f"{path.name} belongs to another store ({other}, this one is {store.store_id[:8]})"
+        else:
+            return chain.HeadClaim(f"head file {path.name}", int(doc["count"]), str(doc["hash"]))
     except FileNotFoundError:
+        why = f"{path.name} is missing"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        why = f"{path.name} is unreadable"
+    if allow_missing:
         warnings.append(
-            f"{path.name} is missing: truncation is only checked against the database head (keep checkpoints)"
+            f"head file waived: {why}; truncation is only checked against the database head and checkpoints"
         )
-    except (OSError, ValueError, KeyError, TypeError):
-        warnings.append(f"{path.name} is unreadable; ignored")
+    else:
+        extra.append(
+            chain.Problem(
+                "anchor",
+                "head",
+                None,
+                None,
+                f"{why}: the newest records could have been removed without trace "
+                "(check against a checkpoint; --allow-missing-head accepts this, and logs it)",
+            )
+        )
     return None
+
+
+def _model_problems(
+    store: AuditStore, models: dict[int, dict[str, Any]], active: int | None, warnings: list[str]
+) -> list[chain.Problem]:
+    """Registered model directories that still exist here must match their registration."""
+    from inspector.audit.model_files import differences
+
+    out = []
+    for mid, m in sorted(models.items()):
+        files = json.loads(m["files_json"]) if m["files_json"] else None
+        if not files or not Path(m["model_dir"]).is_dir():
+            continue  # registered without files (before 0002, or by hand), or kept on another machine
+        diff = differences(m["model_dir"], files)
+        if not diff:
+            continue
+        msg = f"model v{mid}'s directory no longer matches its registration: {diff[0]}"
+        if len(diff) > 1:
+            msg += f" (+{len(diff) - 1} more)"
+        if mid == active:
+            out.append(chain.Problem("edited", "model_files", mid, None, msg + "; stations refuse it"))
+        else:
+            warnings.append(msg + " (not the active model)")
+    return out
 
 
 def _frame_problems(store: AuditStore, rows: list[Any], full: bool) -> list[chain.Problem]:
@@ -111,7 +152,52 @@ def _frame_problems(store: AuditStore, rows: list[Any], full: bool) -> list[chai
     return problems
 
 
-def collect(store: AuditStore, checkpoint: str | os.PathLike[str] | None, frames: bool) -> chain.VerifyResult:
+FIELDS = {
+    "events": ("kind", "actor", "details_json"),
+    "decisions": (
+        "user_id",
+        "inspection_id",
+        "decision",
+        "supersedes_id",
+        "session_id",
+        "user_name",
+        "user_role",
+    ),
+    "inspections": ("model_version_id", "threshold", "score", "verdict"),
+    "model_versions": ("thresholds_json", "files_json", "model_dir"),
+}
+
+
+def _fields(table: str, row: Any) -> dict[str, Any]:
+    f = {k: getattr(row, k) for k in FIELDS[table]}
+    if table == "events":
+        f["details"] = _json(f.pop("details_json"))
+    elif table == "model_versions":
+        f["threshold"] = queries.default_threshold(_json(f["thresholds_json"]))
+    return f
+
+
+def _replay(
+    entries: list[chain.Entry], fields: dict[tuple[str, int], tuple[Any, dict[str, Any]]]
+) -> list[chain.Problem]:
+    """Walks the chain in order and checks every record against the state at its moment."""
+    legacy = any(
+        f["kind"] == "schema_upgraded" and str(f["details"].get("from_revision") or "") < history.STRICT_FROM_REVISION
+        for (table, _), (_, f) in fields.items()
+        if table == "events"
+    )
+    h = history.History(strict=not legacy)
+    problems: list[chain.Problem] = []
+    for e in entries:
+        got = fields.get((e.table, e.row_id))
+        if got is not None:
+            problems += h.check(history.Record(e.seq, e.table, e.row_id, got[0], got[1]))
+    return problems
+
+
+def collect(
+    store: AuditStore, checkpoint: str | os.PathLike[str] | None, frames: bool, allow_missing_head: bool = False
+) -> chain.VerifyResult:
     """Loads everything verify needs in one read transaction and runs the pure checks."""
     warnings: list[str] = []
     heads: list[chain.HeadClaim] = []
@@ -124,10 +210,12 @@ def collect(store: AuditStore, checkpoint: str | os.PathLike[str] | None, frames
             for r in s.execute(select(LedgerRow.__table__).order_by(LedgerRow.seq))
         ]
         digests: dict[tuple[str, int], str] = {}
+        fields: dict[tuple[str, int], tuple[Any, dict[str, Any]]] = {}
         for table, cls in ROW_CLASSES.items():
             q = select(cls.__table__).execution_options(yield_per=256)
             for row in s.execute(q):
                 digests[(table, row.id)] = chain.content_hash(dict(row._mapping))
+                fields[(table, row.id)] = (row.created_at, _fields(table, row))
         head = s.get(HeadRow, 1)
         if head is None:
             extra.append(chain.Problem("deleted", "head", 1, None, "the chain head row was deleted"))
@@ -150,10 +238,14 @@ def collect(store: AuditStore, checkpoint: str | os.PathLike[str] | None, frames
         ]
         t = InspectionRow.__table__
         frame_rows = list(s.execute(select(t.c.id, t.c.frame_path, t.c.frame_sha256)))
-    side = _sidecar(store, warnings)
+        stack, _, _ = queries.activation_stack(s)
+    side = _sidecar(store, allow_missing_head, warnings, extra) if entries or (head and head.seq) else None
     if side is not None:
         heads.append(side)
     extra += chain.replay_users(users, events)
+    extra += _replay(entries, fields)
+    models = {rid: f for (table, rid), (_, f) in fields.items() if table == "model_versions"}
+    extra += _model_problems(store, models, stack[-1] if stack else None, warnings)
     extra += _frame_problems(store, frame_rows, frames)
     result = chain.verify_chain(entries, digests, heads, extra)
     result.warnings = warnings

@@ -21,7 +21,8 @@ from inspector.station import ReasonRequired, Station
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("INSPECTOR_ARGON2_FAST", "1")
     s = AuditStore.open(tmp_path / "audit.db")
-    admin = s.add_user(None, "root", "Root", "admin", "root-pass")
+    s.add_user(None, "root", "Root", "admin", "root-pass")
+    admin = s.authenticate("root", "root-pass")
     s.add_user(admin, "eng", "Eng", "engineer", "eng-pass")
     s.add_user(admin, "ana", "Ana", "operator", "ana-pass")
     yield s
@@ -91,7 +92,8 @@ def test_inspect_cli_records_decisions_and_verifies(
     db = tmp_path / "cli.db"
     runner = CliRunner()
     s = AuditStore.open(db)
-    admin = s.add_user(None, "root", "Root", "admin", "pw-root-123")
+    s.add_user(None, "root", "Root", "admin", "pw-root-123")
+    admin = s.authenticate("root", "pw-root-123")
     s.add_user(admin, "eng", "Eng", "engineer", "pw-eng-123")
     s.add_user(admin, "ana", "Ana", "operator", "pw-ana-123")
     s.close()

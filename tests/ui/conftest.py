@@ -56,7 +56,8 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained_tiny: Path):
     from inspector.station import Station
 
     s = AuditStore.open(tmp_path / "audit.db")
-    admin = s.add_user(None, "root", "Root", "admin", PASSWORDS["root"])
+    s.add_user(None, "root", "Root", "admin", PASSWORDS["root"])
+    admin = s.authenticate("root", PASSWORDS["root"])
     for uid in ("eng", "ana", "bob", "aud"):
         s.add_user(admin, uid, uid.title(), ROLES[uid], PASSWORDS[uid])
     eng = s.authenticate("eng", PASSWORDS["eng"])

@@ -57,7 +57,8 @@ def inspect_one(s: Seeded, i: int, verdict: str = "OK") -> int:
 
 def seed(path: Path) -> Seeded:
     store = AuditStore.open(path)
-    admin = store.add_user(None, "root", "Root Admin", "admin", PASSWORDS["root"])
+    store.add_user(None, "root", "Root Admin", "admin", PASSWORDS["root"])
+    admin = store.authenticate("root", PASSWORDS["root"])
     for uid, name, role in (
         ("eng", "Eve Eng", "engineer"),
         ("ana", "Ana Op", "operator"),

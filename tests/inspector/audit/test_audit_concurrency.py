@@ -17,10 +17,10 @@ def _worker(path: str, inspection_id: int, n: int) -> tuple[int, list[str]]:
     store = AuditStore.open(path)
     try:
         op = store.authenticate("ana", PASSWORDS["ana"])
-        done = 0
-        for _ in range(n):
+        done, current = 0, None
+        for _ in range(n):  # one inspection per process; each decision corrects the one before
             try:
-                store.record_decision(op, inspection_id, "accept")
+                current = store.record_decision(op, inspection_id, "accept", supersedes=current)
                 done += 1
             except Exception as exc:  # counted, not hidden: the test asserts there are none
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -30,11 +30,11 @@ def _worker(path: str, inspection_id: int, n: int) -> tuple[int, list[str]]:
 
 
 def test_four_processes_all_decisions_present(seeded: Seeded, monkeypatch: object) -> None:
-    iid = inspect_one(seeded, 0, "REVIEW")
+    iids = [inspect_one(seeded, i, "REVIEW") for i in range(4)]
     seeded.store.close()
     ctx = mp.get_context("spawn")
     with ctx.Pool(4) as pool:
-        results = pool.starmap(_worker, [(str(seeded.path), iid, PER_PROCESS)] * 4)
+        results = pool.starmap(_worker, [(str(seeded.path), iid, PER_PROCESS) for iid in iids])
     errors = [e for _, errs in results for e in errs]
     assert errors == []
     assert sum(n for n, _ in results) == 4 * PER_PROCESS
