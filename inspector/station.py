@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from inspector.audit import AuditStore, RecordQueued, User
+from inspector.audit import AuditStore, RecordQueued, User, ValidationError
+from inspector.audit.model_files import ModelMismatch, differences, hash_model_dir
+from inspector.calibration import Thresholds
 from inspector.errors import InspectorError
 from inspector.pipeline import InspectionResult, Inspector
 from inspector.sources import FrameSource
@@ -86,46 +88,95 @@ class Station:
         self.explain = explain
         self.counts = ShiftCounts()
         self.items: list[StationItem] = []
+        self.trained_thresholds = inspector.thresholds
+        self.unregistered_why = ""
         self.model_version_id = self.find_model_version()
         self.messages: list[str] = []
+        self.refresh_threshold()
 
     def find_model_version(self) -> int | None:
-        """The audit store's id for this model (matched by the content hash of its memory bank)."""
-        for m in self.store.models():
-            if m.weights_hash == self.inspector.info.weights_sha256:
+        """The audit store's id for this model: a registration with the same memory bank whose
+        every file (``model.json`` included) still matches.
+
+        Raises:
+            ModelMismatch: the model is registered but its directory changed since; names the file.
+        """
+        same = [m for m in reversed(self.store.models()) if m.weights_hash == self.inspector.info.weights_sha256]
+        first_diff: tuple[int, list[str]] | None = None
+        for m in same:
+            if not m.files:
+                continue
+            diff = differences(self.inspector.info.model_dir, m.files)
+            if not diff:
                 return m.id
+            first_diff = first_diff or (m.id, diff)
+        if first_diff is not None:
+            mid, diff = first_diff
+            raise ModelMismatch(f"model refused: {diff[0]} (model v{mid}); the station uses only registered files")
+        if same:
+            self.unregistered_why = (
+                f" (model v{same[0].id} was registered without its file hashes, before schema 0002: register it again)"
+            )
         return None
 
+    def refresh_threshold(self) -> Thresholds:
+        """Puts in force the registered threshold plus its logged changes: the GUI and the
+        headless station judge alike, and the store refuses a record made at another one."""
+        if self.model_version_id is None:
+            return self.inspector.thresholds
+        value = self.store.model(self.model_version_id).threshold
+        trained = self.trained_thresholds
+        if value is not None and abs(value - self.inspector.thresholds.decision) > 1e-12 * max(1.0, abs(value)):
+            self.inspector.thresholds = (
+                trained if abs(value - trained.decision) < 1e-12 else trained.with_decision(value)
+            )
+        return self.inspector.thresholds
+
+    def _rejudge(self, result: InspectionResult) -> InspectionResult:
+        t = self.inspector.thresholds
+        result.threshold, result.review_threshold, result.verdict = t.decision, t.review, t.verdict(result.score)
+        return result
+
     def register_model(self, engineer: User) -> int:
-        """Records the loaded model as a version (engineers only; the store enforces it)."""
+        """Records the loaded model as a version (engineers only; the store enforces it), with
+        the hash of every file of its directory and its backbone fingerprint."""
+        from models.patchcore.serialization import read_model_json
+
         info = self.inspector.info
         self.model_version_id = self.store.register_model(
             engineer,
             weights_hash=info.weights_sha256,
             backbone=info.backbone,
             manifest_hash=info.manifest_sha256 or "",
-            thresholds=self.inspector.thresholds.to_json(),
+            thresholds=self.trained_thresholds.to_json(),
             metrics=info.metrics,
             model_dir=info.model_dir,
+            files=hash_model_dir(info.model_dir),
+            backbone_sha256=str(read_model_json(info.model_dir).get("backbone_sha256", "")),
         )
+        self.unregistered_why = ""
+        self.refresh_threshold()
         return self.model_version_id
 
     def _require_model(self) -> int:
         if self.model_version_id is None:
             raise ModelNotRegistered(
-                f"model {self.inspector.info.model_dir} is not registered in the audit store; an engineer must "
-                "register it first (inspector models register --model DIR --as ENGINEER)"
+                f"model {self.inspector.info.model_dir} is not registered in the audit store{self.unregistered_why}; "
+                "an engineer must register it first (inspector models register --model DIR --as ENGINEER)"
             )
         return self.model_version_id
 
     def process(self, result: InspectionResult) -> StationItem:
         """Explains (when set up) and records one result; a down store queues it."""
         model_id = self._require_model()
+        if result.threshold != self.inspector.thresholds.decision:
+            result = self._rejudge(result)
         gradcam, extras = self.explain(result) if self.explain else (None, {})
         inspection_id: int | None
         queued_uid: str | None = None
-        try:
-            inspection_id = self.store.record_inspection(
+
+        def record() -> int:
+            return self.store.record_inspection(
                 station=self.name,
                 source=result.source,
                 frame_index=result.frame_index,
@@ -138,6 +189,17 @@ class Station:
                 gradcam=gradcam,
                 latency_ms=result.latency_ms,
             )
+
+        try:
+            try:
+                inspection_id = record()
+            except ValidationError as exc:
+                if "threshold in force" not in str(exc):
+                    raise
+                self.refresh_threshold()  # an engineer changed it mid-shift: judge again, once
+                result = self._rejudge(result)
+                self.messages.append(f"threshold now {result.threshold:.6g} (changed in the audit store)")
+                inspection_id = record()
         except RecordQueued as exc:
             inspection_id, queued_uid = None, exc.uid
             self.counts.queued += 1
@@ -153,6 +215,7 @@ class Station:
         pending: list[tuple[str, np.ndarray]] = []
 
         def flush() -> Iterator[StationItem]:
+            self.refresh_threshold()
             for r in self.inspector.inspect_images(
                 [f for _, f in pending], sources=[n for n, _ in pending], start_index=len(self.items)
             ):

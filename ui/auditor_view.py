@@ -183,6 +183,8 @@ class AuditorWidget(QWidget):
             self.detail_frame.set_frame(None, f"cannot load inspection {d.inspection_id}: {exc}")
             return
         self.detail_frame.set_frame(image, caption)
+        # The frame was re-hashed before drawing (inspector.app_logic.recorded_view): say a mismatch loudly.
+        self.detail_caption.setStyleSheet("color:#c5221f;" if app_logic.FRAME_MISMATCH in caption else "")
         who = f"{d.user_name} ({d.user_id}, {d.user_role})"
         reason = f" · reason: {d.reason_text or d.reason_code}" if (d.reason_text or d.reason_code) else ""
         self.detail_caption.setText(

@@ -11,7 +11,7 @@ One module per part of the app: ``session`` (who, which store and model, which v
 
 from __future__ import annotations
 
-from inspector.app_logic.auditor import decision_filters, recorded_view
+from inspector.app_logic.auditor import FRAME_MISMATCH, decision_filters, recorded_view
 from inspector.app_logic.demo_setup import (
     DEMO_KIND,
     DEMO_ROLES,
@@ -66,6 +66,7 @@ __all__ = [
     "open_station",
     "prepare_demo",
     "recorded_view",
+    "FRAME_MISMATCH",
     "run_station",
     "train_and_register",
     "views_for",

@@ -36,12 +36,23 @@ def decision_filters(
     return out
 
 
+FRAME_MISMATCH = "FRAME FILE DOES NOT MATCH ITS RECORD"
+
+
 def recorded_view(store: AuditStore, inspection_id: int, display: int = 280) -> tuple[np.ndarray | None, str]:
-    """The frame and the maps as they were recorded, side by side, and a one-line caption."""
+    """The frame and the maps as they were recorded, side by side, and a one-line caption.
+
+    The store re-hashes the frame file before it is shown; a file replaced after recording is
+    still drawn (the auditor may need to see it) but the caption and the picture say so.
+    """
     rec = store.inspection(inspection_id)
     caption = f"{rec.verdict}  score {rec.score:.4f} / threshold {rec.threshold:.4f}  ({rec.source})"
     if rec.frame is None:
         return None, caption + " - recorded frame file is missing"
+    header = f"frame {rec.frame_index}"
+    if rec.frame_matches is False:
+        caption = f"{FRAME_MISMATCH} (recorded sha256 {rec.frame_sha256[:16]}): {caption}"
+        header = f"{header} - {FRAME_MISMATCH}"
     try:
         th = store.model(rec.model_version_id).thresholds
         low, high = float(th.get("map_low", 0.0)), float(th.get("map_high", rec.threshold * 1.5))
@@ -52,4 +63,4 @@ def recorded_view(store: AuditStore, inspection_id: int, display: int = 280) -> 
         maps.append(("anomaly map", rec.anomaly_map, low, max(high, low + 1e-6), rec.threshold))
     if rec.gradcam is not None:  # recorded in score units (Explanation.display)
         maps.append(("Grad-CAM", rec.gradcam, low, max(high, low + 1e-6), None))
-    return panels(rec.frame, maps, header=f"frame {rec.frame_index}", display=display), caption
+    return panels(rec.frame, maps, header=header, display=display), caption

@@ -117,8 +117,25 @@ def users_list(db: str | None) -> None:
     """
     with opened(db) as store:
         for u in store.list_users():
-            state = "active" if u.active else "inactive"
+            state = ("active" if u.active else "inactive") + (", locked" if u.locked else "")
             click.echo(f"{u.id}\t{u.role}\t{state}\t{u.name}")
+
+
+@users_group.command("unlock")
+@click.argument("user_id")
+@click.option("--reason", required=True, help="Why the lockout is lifted (recorded).")
+@db_option
+@as_option
+def users_unlock(user_id: str, reason: str, db: str | None, actor_id: str | None) -> None:
+    """Lift a lockout after failed logins (admins); the unlock is logged with its reason.
+
+    \b
+    Example:
+      inspector users unlock ana --reason "identity checked by phone" --as root --db audit.db
+    """
+    with opened(db) as store:
+        store.unlock_user(login(store, actor_id), user_id, reason)
+        click.echo(f"unlocked {user_id}")
 
 
 @click.group("audit")
@@ -140,16 +157,21 @@ def audit_group() -> None:
     help="A head exported earlier; records it counted must still be there.",
 )
 @click.option("--frames", is_flag=True, help="Also re-hash every stored frame file (slow).")
-def audit_verify(db: str | None, checkpoint: Path | None, frames: bool) -> None:
-    """Walk the hash chain; exit 1 naming the first broken record (edited, deleted, inserted,
-    reordered, truncated).
+@click.option(
+    "--allow-missing-head",
+    is_flag=True,
+    help="Accept a missing or foreign head file (a warning instead of a failure); the choice is logged.",
+)
+def audit_verify(db: str | None, checkpoint: Path | None, frames: bool, allow_missing_head: bool) -> None:
+    """Walk and replay the hash chain; exit 1 naming the first broken record (edited, deleted,
+    inserted, reordered, truncated) or actor (role, login, lockout at that moment).
 
     \b
     Example:
       inspector audit verify --db audit.db
     """
     with opened(db) as store:
-        result = store.verify(checkpoint, frames=frames)
+        result = store.verify(checkpoint, frames=frames, allow_missing_head=allow_missing_head)
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
     if not result.ok:
@@ -197,8 +219,16 @@ def audit_checkpoint(db: str | None, output: Path) -> None:
     default=None,
     help="Write a human-readable PDF with signatures and the verification result.",
 )
-def audit_export(db: str | None, actor_id: str | None, csv_path: Path | None, pdf_path: Path | None) -> None:
-    """Export the decision log (auditors); each export is itself recorded.
+@click.option(
+    "--allow-broken",
+    is_flag=True,
+    help="Export even when verify finds the chain broken (the broken records are marked).",
+)
+def audit_export(
+    db: str | None, actor_id: str | None, csv_path: Path | None, pdf_path: Path | None, allow_broken: bool
+) -> None:
+    """Export the decision log (auditors); each export is itself recorded. A broken chain is
+    refused (exit 1) unless --allow-broken.
 
     \b
     Example:
@@ -209,10 +239,10 @@ def audit_export(db: str | None, actor_id: str | None, csv_path: Path | None, pd
     with opened(db) as store:
         actor = login(store, actor_id)
         if csv_path is not None:
-            n = store.export_csv(actor, csv_path)
+            n = store.export_csv(actor, csv_path, allow_broken=allow_broken)
             click.echo(f"{n} decisions -> {csv_path}")
         if pdf_path is not None:
-            n = store.export_pdf(actor, pdf_path)
+            n = store.export_pdf(actor, pdf_path, allow_broken=allow_broken)
             click.echo(f"{n} decisions -> {pdf_path}")
 
 

@@ -27,18 +27,36 @@ def login(store: AuditStore, user_id: str) -> User:
 
 
 def read_decisions(path: Path) -> dict[str, tuple[str, str | None]]:
-    """CSV rows ``frame file name, accept|reject, reason``; a header row is optional."""
+    """CSV rows ``frame file name, accept|reject, reason``; a header row is optional.
+
+    Every row is checked before anything is recorded: a reason above the store's cap is a
+    one-line refusal naming the line, whatever its size (the csv module's own field limit is
+    raised for the read so that a huge field is measured, not a crash).
+    """
+    from inspector.audit.governance import REASON_MAX
+
     if not path.is_file():
         raise InspectorError(f"decisions file not found: {path}")
     out: dict[str, tuple[str, str | None]] = {}
-    with open(path, newline="") as f:
-        for n, row in enumerate(csv.reader(f), start=1):
-            if not row or (n == 1 and row[0].strip().lower() in ("frame", "file", "name")):
-                continue
-            if len(row) < 2 or row[1].strip().lower() not in DECISIONS:
-                raise InspectorError(f"{path}:{n}: expected 'frame,accept|reject,reason', got {row}")
-            reason = row[2].strip() if len(row) > 2 and row[2].strip() else None
-            out[row[0].strip()] = (row[1].strip().lower(), reason)
+    old_limit = csv.field_size_limit()
+    csv.field_size_limit(max(old_limit, 1 << 30))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for n, row in enumerate(csv.reader(f), start=1):
+                if not row or (n == 1 and row[0].strip().lower() in ("frame", "file", "name")):
+                    continue
+                if len(row) < 2 or row[1].strip().lower() not in DECISIONS:
+                    raise InspectorError(f"{path}:{n}: expected 'frame,accept|reject,reason', got {str(row)[:200]}")
+                reason = row[2].strip() if len(row) > 2 and row[2].strip() else None
+                if reason is not None and len(reason) > REASON_MAX:
+                    raise InspectorError(
+                        f"{path}:{n}: reason has {len(reason):,} characters; the limit is {REASON_MAX:,}"
+                    )
+                out[row[0].strip()] = (row[1].strip().lower(), reason)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise InspectorError(f"{path}: not a readable decisions CSV ({exc})") from None
+    finally:
+        csv.field_size_limit(old_limit)
     return out
 
 
