@@ -69,9 +69,13 @@ def inspection(st: AuditStore, mid: int, i: int) -> int:
 def child_decide(db: str, iid: int) -> None:
     st = AuditStore.open(db)
     op = st.authenticate("ana", PW)
+    # One current decision per inspection: each new one corrects (supersedes) the one before,
+    # starting from whatever the killed child before this one committed last.
+    current = max((d.id for d in st.decisions() if d.inspection_id == iid and d.superseded_by is None), default=None)
     print("ready", flush=True)
     while True:
-        print(st.record_decision(op, iid, "accept"), flush=True)  # printed only once committed
+        current = st.record_decision(op, iid, "accept", supersedes=current)
+        print(current, flush=True)  # printed only once committed
 
 
 def kill_trials(work: Path, trials: int) -> bool:
@@ -111,9 +115,10 @@ def worker(db: str, iid: int, n: int) -> tuple[int, int, int]:
     st = AuditStore.open(db)
     op = st.authenticate("ana", PW)
     ok = locked = other = 0
+    current = None
     for _ in range(n):
         try:
-            st.record_decision(op, iid, "accept")
+            current = st.record_decision(op, iid, "accept", supersedes=current)  # one inspection per process
             ok += 1
         except Exception as exc:  # counted and reported, never hidden
             if "locked" in str(exc) or "busy" in str(exc):
@@ -127,10 +132,11 @@ def worker(db: str, iid: int, n: int) -> tuple[int, int, int]:
 def concurrency(work: Path, per_process: int) -> bool:
     db = work / "conc.db"
     st, iid = seed(db)
+    iids = [iid] + [inspection(st, st.models()[0].id, 100 + i) for i in range(3)]
     st.close()
     t0 = time.perf_counter()
     with mp.get_context("spawn").Pool(4) as pool:
-        res = pool.starmap(worker, [(str(db), iid, per_process)] * 4)
+        res = pool.starmap(worker, [(str(db), i, per_process) for i in iids])
     elapsed = time.perf_counter() - t0
     with AuditStore.open(db) as st:
         present, ok = len(st.decisions()), st.verify().ok
@@ -155,6 +161,8 @@ def queue_sim(work: Path, n: int = 50) -> bool:
         st, iid = seed(db)
         mid = st.models()[0].id
         op = st.authenticate("ana", PW)
+        # one current decision per inspection: each queued decision gets its own inspection
+        targets = [iid] + [inspection(st, mid, 2000 + i) for i in range(n // 2)] if "query_only" in pragma else []
 
         def hook(con: Any, _rec: Any, pragma: str = pragma) -> None:
             if pragma == "max_page_count":
@@ -172,7 +180,7 @@ def queue_sim(work: Path, n: int = 50) -> bool:
                 if i % 2 or pragma == "max_page_count":
                     inspection(st, mid, 1000 + i)
                 else:
-                    st.record_decision(op, iid, "accept")
+                    st.record_decision(op, targets[i // 2], "accept")
                 written += 1
             except RecordQueued as exc:
                 queued += 1
