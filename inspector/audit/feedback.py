@@ -80,7 +80,7 @@ def candidates(store: AuditStore, *, status: str | None = "open") -> list[Candid
 
 
 def _open_candidate(store: AuditStore, s: Session, decision_id: int) -> DecisionView:
-    views = [v for v in queries.decision_views(s, current_only=True) if v.id == decision_id]
+    views = queries.decision_views(s, current_only=True, ids=[decision_id])
     if not views or is_candidate(views[0]) is None:
         raise NotFound(f"decision {decision_id} is not in the feedback queue")
     if decision_id in _rulings(s):
