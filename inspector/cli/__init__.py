@@ -39,9 +39,18 @@ def main() -> None:
 
 
 def _register() -> None:
-    from inspector.cli import audit_cmds, bench_cmds, data_cmds, explain_cmds, gui_cmd, inspect_cmds, model_cmds
+    from inspector.cli import (
+        audit_cmds,
+        bench_cmds,
+        data_cmds,
+        explain_cmds,
+        feedback_cmds,  # after inspect_cmds: it adds 'promote' to the 'models' group
+        gui_cmd,
+        inspect_cmds,
+        model_cmds,
+    )
 
-    for module in (data_cmds, model_cmds, audit_cmds, explain_cmds, bench_cmds, inspect_cmds, gui_cmd):
+    for module in (data_cmds, model_cmds, audit_cmds, explain_cmds, bench_cmds, inspect_cmds, gui_cmd, feedback_cmds):
         module.register(main)
 
 

@@ -21,7 +21,7 @@ from models.patchcore import PatchCoreConfig
 
 
 @click.command("train")
-@click.option("--manifest", type=click.Path(path_type=Path), required=True)
+@click.option("--manifest", type=click.Path(path_type=Path), default=None, help="Required unless --update.")
 @root_option
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory to write."
@@ -45,8 +45,18 @@ from models.patchcore import PatchCoreConfig
 )
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--update",
+    "update_from",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FROM_MODEL",
+    help="Incremental: start from this version's bank instead of a full refit (writes --out, a new version).",
+)
+@click.option("--add", "add_manifest", type=click.Path(path_type=Path), default=None, help="With --update: add these.")
+@click.option("--remove", "remove_manifest", type=click.Path(path_type=Path), help="With --update: take out.")
 def train_cmd(
-    manifest: Path,
+    manifest: Path | None,
     root: Path,
     out: Path,
     backbone: str,
@@ -57,11 +67,23 @@ def train_cmd(
     target_frr: float,
     device: str,
     seed: int,
+    update_from: Path | None = None,
+    add_manifest: Path | None = None,
+    remove_manifest: Path | None = None,
 ) -> None:
     """Fit PatchCore on the manifest's good training images, calibrate the threshold, save.
 
     Example: inspector train --manifest data_manifests/pillqc.json --root ../shared/data/pillqc --out models_out/pill
+
+    Incremental: inspector train --update models_out/pill --add good.json --root FRAMES --out models_out/pill-2
     """
+    if update_from is not None or add_manifest is not None or remove_manifest is not None:
+        from inspector.cli.feedback_cmds import run_update
+
+        run_update(update_from, add_manifest, remove_manifest, root, out, device)
+        return
+    if manifest is None:
+        raise click.UsageError("give --manifest (or --update FROM_MODEL with --add/--remove)")
     m = load_manifest(manifest)
     defaults = PatchCoreConfig()
     spec_layers = BACKBONES[backbone].default_layers if backbone != defaults.backbone else defaults.layers

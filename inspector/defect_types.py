@@ -1,0 +1,160 @@
+"""Defect types learned from a handful of confirmed examples, with "unknown type" for the rest.
+
+``train_types`` writes a new model version: the same memory bank, plus the defect head
+(``models/explain/defect_classifier.py``) over the types that have enough examples, and the
+open-set gate (``models/explain/type_gate.py``) over all of them. Frames are typed by the head
+where there is one (two or more ready types), else by the nearest ready prototype, and the gate
+turns a pick that lies too far from its type's examples into "unknown type".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from inspector.errors import ConfigError, ModelError
+from inspector.explain import HEAD_JSON, HEAD_TENSORS, load_defect_head, save_defect_head
+from inspector.images import sha256_file
+from inspector.pipeline import Inspector
+from inspector.training import batches
+from models.explain import extract_pooled, fit_defect_head
+from models.explain.type_gate import UNKNOWN, TypeDecision, TypeGate
+from models.patchcore.serialization import CONFIG_FILE, TENSOR_FILE
+
+GATE_TENSORS = "type_gate.safetensors"
+GATE_JSON = "type_gate.json"
+GATE_FORMAT = "inspector-type-gate"
+
+
+@dataclass
+class TypeExample:
+    """One labelled defect frame: RGB uint8, its type, and where it came from (path or inspection)."""
+
+    image: np.ndarray
+    defect_type: str
+    source: str
+
+
+def new_version_dir(src: Path, out: Path) -> None:
+    """Copies a model's bank and settings into a fresh directory (never over an existing model)."""
+    if out.resolve() == src.resolve():
+        raise ConfigError(f"{out} is the model itself; a new version always goes to a new directory")
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and is not empty; a new version never overwrites a model")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_FILE, TENSOR_FILE):
+        shutil.copy2(src / name, out / name)
+
+
+def _pooled(inspector: Inspector, images: Sequence[np.ndarray]) -> torch.Tensor:
+    return extract_pooled(inspector.model, batches(list(images), inspector.model.config.input_size, 16))
+
+
+def train_types(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    examples: Sequence[TypeExample],
+    *,
+    quantile: float = 0.95,
+    min_examples: int = 5,
+) -> dict[str, Any]:
+    """Writes ``out_dir``: ``model_dir``'s bank with a head and gate fitted on ``examples``."""
+    src, out = Path(model_dir), Path(out_dir)
+    if not examples:
+        raise ConfigError("no defect examples to learn types from")
+    inspector = Inspector.load(src, "cpu")
+    feats = _pooled(inspector, [e.image for e in examples])
+    labels = [e.defect_type for e in examples]
+    try:
+        gate = TypeGate.fit(feats, labels, quantile=quantile, min_examples=min_examples)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    new_version_dir(src, out)
+    bank_sha = inspector.info.weights_sha256
+    ready = gate.ready
+    layers = list(inspector.model.config.layers)
+    if len(ready) >= 2:
+        rows = [i for i, lab in enumerate(labels) if lab in ready]
+        index = {c: i for i, c in enumerate(ready)}
+        head = fit_defect_head(feats[rows], torch.tensor([index[labels[i]] for i in rows]), ready, layers)
+        extra = {
+            "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "n_train": {c: labels.count(c) for c in ready},
+            "train_paths": [examples[i].source for i in rows],
+            "from_feedback": True,
+        }
+        save_defect_head(head, out, bank_sha, extra)
+    save_type_gate(gate, out, bank_sha, [e.source for e in examples])
+    return {"classes": gate.classes, "counts": dict(Counter(labels)), "ready": ready, "radius": gate.radius}
+
+
+def save_type_gate(gate: TypeGate, model_dir: Path, bank_sha256: str, sources: Sequence[str]) -> None:
+    tmp = model_dir / (GATE_TENSORS + ".tmp")
+    save_file(gate.tensors(), str(tmp))
+    tmp.replace(model_dir / GATE_TENSORS)
+    doc = {
+        "format": GATE_FORMAT,
+        "format_version": 1,
+        **gate.to_json(),
+        "model_memory_bank_sha256": bank_sha256,
+        "tensors_sha256": sha256_file(model_dir / GATE_TENSORS),
+        "sources": list(sources),
+    }
+    tmp_json = model_dir / (GATE_JSON + ".tmp")
+    tmp_json.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp_json.replace(model_dir / GATE_JSON)
+
+
+def load_type_gate(model_dir: str | Path) -> TypeGate | None:
+    """The model's type gate, or None where it has none. Never unpickles; checks hashes."""
+    d = Path(model_dir)
+    jpath, tpath = d / GATE_JSON, d / GATE_TENSORS
+    if not jpath.exists():
+        return None
+    try:
+        doc = json.loads(jpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ModelError(f"{jpath} is corrupt or unreadable: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != GATE_FORMAT:
+        raise ModelError(f"{jpath} is not an inspector type gate")
+    if not tpath.is_file() or sha256_file(tpath) != doc.get("tensors_sha256"):
+        raise ModelError(f"{tpath} is missing or does not match its recorded sha256")
+    try:
+        return TypeGate.from_saved(doc, load_file(str(tpath)))
+    except (SafetensorError, KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"{tpath} does not hold a usable type gate: {exc}") from None
+
+
+def copy_type_gate(src: Path, out: Path) -> None:
+    """Carries a gate into an updated version (it reads backbone features, not the bank)."""
+    gate = load_type_gate(src)
+    if gate is None:
+        return
+    doc = json.loads((src / GATE_JSON).read_text())
+    bank = json.loads((out / CONFIG_FILE).read_text())["memory_bank_sha256"]
+    save_type_gate(gate, out, bank, doc.get("sources", []))
+
+
+def classify(inspector: Inspector, images: Sequence[np.ndarray]) -> list[TypeDecision]:
+    """Defect type per frame, or ``UNKNOWN``; without a gate every frame is unknown."""
+    gate = load_type_gate(inspector.info.model_dir)
+    if gate is None:
+        return [TypeDecision(UNKNOWN, float("nan"), "") for _ in images]
+    feats = _pooled(inspector, images)
+    head = load_defect_head(inspector) if (Path(inspector.info.model_dir) / HEAD_JSON).exists() else None
+    logits = None
+    if head is not None and (Path(inspector.info.model_dir) / HEAD_TENSORS).exists():
+        with torch.no_grad():
+            logits = head(feats)
+    return gate.decide(feats, logits, head.classes if head is not None else ())

@@ -1,0 +1,186 @@
+"""A new model version from an old one plus confirmed good images (or minus wrong ones), no full refit.
+
+The old version's directory is only read; the result is written to a new directory, so the
+active model never changes under a running station. The thresholds are the old version's: a
+bank that only grows scores good parts lower, never higher, so the false-reject rate cannot
+rise; the golden-set gate (``inspector golden eval``) checks the rest before promotion.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inspector.errors import ConfigError, ManifestError, ModelError
+from inspector.manifest import Manifest, ManifestItem
+from inspector.preprocess import resolve_device
+from inspector.training import Progress, check_items, item_batches
+from models.backbones import BackboneError
+from models.patchcore import ModelFileError, PatchCore, load_patchcore, save_patchcore
+from models.patchcore.incremental import PatchStatistics, UpdateReport, add_images, remove_images
+from models.patchcore.serialization import read_model_json
+
+
+@dataclass
+class ModelUpdate:
+    """What ``update_model`` wrote and measured."""
+
+    model_dir: Path
+    added: UpdateReport | None
+    removed: UpdateReport | None
+    seconds: float
+    bank_rows: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_dir": str(self.model_dir),
+            "added": asdict(self.added) if self.added else None,
+            "removed": asdict(self.removed) if self.removed else None,
+            "seconds": round(self.seconds, 3),
+            "bank_rows": self.bank_rows,
+        }
+
+
+def patches_per_image(model: PatchCore) -> int:
+    size = model.config.input_size
+    with torch.no_grad():
+        emb = model.embed(torch.zeros(1, 3, size, size, device=model.mean.device))
+    return int(emb.shape[-1] * emb.shape[-2])
+
+
+def bank_statistics(model: PatchCore, meta: dict[str, Any]) -> PatchStatistics:
+    """The patch statistics of the images behind the bank: recorded by an earlier update, or
+    rebuilt from the fit's channel statistics and its image count."""
+    if "patch_statistics" in meta:
+        return PatchStatistics.from_json(meta["patch_statistics"])
+    n_images = int(meta.get("n_train_images") or 0)
+    if n_images <= 0:
+        raise ModelError("the model does not record how many images built its bank; retrain it with inspector train")
+    n = n_images * patches_per_image(model)
+    if model.channel_mean.numel():
+        return PatchStatistics.of_model(model, n)
+    c = int(model.memory_bank.shape[1])
+    return PatchStatistics(n, torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64))
+
+
+def _good_items(manifest: Manifest, what: str) -> list[ManifestItem]:
+    if not manifest.items:
+        raise ManifestError(f"{manifest.source_file or manifest.name}: no images to {what}")
+    return list(manifest.items)
+
+
+def _check_out(from_dir: Path, out_dir: Path) -> None:
+    if out_dir.resolve() == from_dir.resolve():
+        raise ConfigError(f"--out {out_dir} is the model being updated; an update always writes a new version")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"--out {out_dir} exists and is not empty; an update never overwrites a model")
+
+
+def update_model(
+    from_dir: str | Path,
+    out_dir: str | Path,
+    root: str | Path,
+    *,
+    add: Manifest | None = None,
+    remove: Manifest | None = None,
+    device: str = "auto",
+    batch_size: int = 16,
+    restandardize_at: float = 0.1,
+    progress: Progress | None = None,
+    updated_by: str | None = None,
+) -> ModelUpdate:
+    """Writes ``out_dir``: the model of ``from_dir`` with ``add``'s good images merged into its
+    bank and ``remove``'s images taken out. Checks every file before any work starts."""
+    src, out = Path(from_dir), Path(out_dir)
+    if add is None and remove is None:
+        raise ConfigError("nothing to do: give images to add and/or to remove")
+    _check_out(src, out)
+    add_items = _good_items(add, "add") if add is not None else []
+    bad = [it.path for it in add_items if it.is_anomalous]
+    if bad:
+        raise ManifestError(f"only good images go into the memory bank; {len(bad)} are labelled anomalous: {bad[0]}")
+    remove_items = _good_items(remove, "remove") if remove is not None else []
+    check_items([*add_items, *remove_items], root, progress)
+    try:
+        model, meta = load_patchcore(src, resolve_device(device))
+        doc = read_model_json(src)
+    except (ModelFileError, BackboneError) as exc:
+        raise ModelError(str(exc)) from None
+    lineage: list[dict[str, Any]] = list(meta.get("lineage", []))
+    seen = {h for step in lineage for h in step.get("added", [])} - {
+        h for step in lineage for h in step.get("removed", [])
+    }
+    again = [it.path for it in add_items if it.sha256 in seen]
+    if again:
+        raise ManifestError(f"{len(again)} image(s) are in the bank already (added by an earlier update): {again[0]}")
+    stats = bank_statistics(model, meta)
+    size = model.config.input_size
+    tic = time.perf_counter()
+    removed = added = None
+    if remove_items:
+        removed = remove_images(
+            model, item_batches(remove_items, root, size, batch_size), stats, restandardize_at=restandardize_at
+        )
+    if add_items:
+        added = add_images(
+            model,
+            item_batches(add_items, root, size, batch_size),
+            stats,
+            restandardize_at=restandardize_at,
+            progress=progress,
+        )
+    seconds = time.perf_counter() - tic
+    n_images = int(meta.get("n_train_images") or 0) + len(add_items) - (removed.images_matched if removed else 0)
+    lineage.append(
+        {
+            "from_model_dir": str(src.resolve()),
+            "from_memory_bank_sha256": doc["memory_bank_sha256"],
+            "added": [it.sha256 for it in add_items],
+            "removed": [it.sha256 for it in remove_items],
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "by": updated_by,
+        }
+    )
+    new_meta = {
+        **meta,
+        "n_train_images": n_images,
+        "patch_statistics": stats.to_json(),
+        "lineage": lineage,
+        "updated_from": str(src.resolve()),
+        "update_seconds": round(seconds, 3),
+        "thresholds_from": "the version updated from (not recalibrated)",
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(),
+        "trained_by": updated_by or meta.get("trained_by"),
+    }
+    save_patchcore(model, out, new_meta)
+    _carry_defect_head(src, out)
+    return ModelUpdate(out, added, removed, seconds, int(model.memory_bank.shape[0]))
+
+
+def _carry_defect_head(src: Path, out: Path) -> None:
+    """Copies the defect classifier (it reads backbone features, not the bank), re-keyed to the new bank."""
+    from inspector.explain import HEAD_JSON, load_defect_head, save_defect_head
+    from inspector.pipeline import Inspector
+
+    if not (src / HEAD_JSON).is_file():
+        return
+    import json
+
+    old = Inspector.load(src, "cpu")
+    head = load_defect_head(old)
+    if head is None:
+        return
+    extra = {k: v for k, v in json.loads((src / HEAD_JSON).read_text()).items() if k not in _HEAD_OWN_KEYS}
+    new = read_model_json(out)
+    save_defect_head(head, out, str(new["memory_bank_sha256"]), extra)
+    from inspector.defect_types import copy_type_gate
+
+    copy_type_gate(src, out)
+
+
+_HEAD_OWN_KEYS = {"format", "format_version", "classes", "layers", "model_memory_bank_sha256", "tensors_sha256"}
