@@ -31,6 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from inspector import explainers
 from inspector.errors import InspectorError, ModelError
 from inspector.images import sha256_file
 from inspector.manifest import Manifest, ManifestItem, load_manifest
@@ -40,15 +41,11 @@ from inspector.training import batches, load_items
 from models.explain import (
     DefectHead,
     anomaly_grad_cam,
-    defect_grad_cam,
     extract_pooled,
     fit_defect_head,
-    occlusion_map,
     pooled_features,
-    saliency_map,
 )
 
-METHODS = ("anomaly", "gradcam", "defect-gradcam", "occlusion", "saliency")
 DEFAULT_METHODS = ("anomaly", "gradcam")
 AGREEMENT_TOP = 0.10
 HEAD_TENSORS = "defect_head.safetensors"
@@ -136,17 +133,18 @@ def agreement(a: np.ndarray, b: np.ndarray, share: float = AGREEMENT_TOP) -> flo
 
 
 def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
-    """Validates method names, with the known ones in the error."""
-    unknown = [m for m in methods if m not in METHODS]
+    """Validates method names against the registry, with the known ones in the error."""
+    known = explainers.names()
+    unknown = [m for m in methods if m not in known]
     if unknown or not methods:
         what = f"unknown explanation method(s) {unknown}" if unknown else "no explanation method given"
-        raise UnknownMethodError(f"{what}; choose from {', '.join(METHODS)}")
+        raise UnknownMethodError(f"{what}; choose from {', '.join(known)}")
     return tuple(dict.fromkeys(methods))
 
 
 def _unit(m: torch.Tensor) -> np.ndarray:
-    """(H, W) non-negative map to numpy with peak 1 (all-zero stays zero)."""
-    a = m.detach().float().cpu().numpy()
+    """(H, W) map to numpy, negative evidence dropped, with peak 1 (all-zero stays zero)."""
+    a = m.detach().float().cpu().clamp_min(0.0).reshape(m.shape[-2:]).numpy()
     peak = float(a.max()) if a.size else 0.0
     return (a / peak if peak > 0 else a).astype(np.float32)
 
@@ -159,43 +157,59 @@ def _to_frame(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 class Explainer:
     """Explains frames for one loaded model; without a defect head there is no defect type."""
 
-    def __init__(self, inspector: Inspector, defect_head: DefectHead | None = None, layer: str | None = None) -> None:
+    def __init__(
+        self,
+        inspector: Inspector,
+        defect_head: DefectHead | None = None,
+        layer: str | None = None,
+        reference: Sequence[np.ndarray] | None = None,
+    ) -> None:
         self.inspector = inspector
         self.model = inspector.model
         self.head = defect_head.to(inspector.device) if defect_head is not None else None
         self.layer = layer
+        # Good images: the in-distribution "off" for LIME/SHAP; without them a light blur is used.
+        size = self.model.config.input_size
+        self.reference = to_batch(list(reference), size).to(inspector.device) if reference else None
 
     @classmethod
-    def load(cls, inspector: Inspector, layer: str | None = None) -> Explainer:
+    def load(
+        cls, inspector: Inspector, layer: str | None = None, reference: Sequence[np.ndarray] | None = None
+    ) -> Explainer:
         """An explainer with the defect head saved next to the model, where there is one."""
-        return cls(inspector, load_defect_head(inspector), layer)
+        return cls(inspector, load_defect_head(inspector), layer, reference)
 
     @property
     def has_defect_classifier(self) -> bool:
         return self.head is not None
 
-    def explain(self, image: np.ndarray, methods: Sequence[str] = DEFAULT_METHODS) -> Explanation:
-        """Explains one RGB uint8 frame.
+    def explain(
+        self, image: np.ndarray, methods: Sequence[str] = DEFAULT_METHODS, settings: dict[str, Any] | None = None
+    ) -> Explanation:
+        """Explains one RGB uint8 frame with the named methods of the registry (``inspector.explainers``).
 
         Grad-CAM, the anomaly map and the defect type share one forward pass; ``ms["anomaly"]``
         is that pass and ``ms["gradcam"]`` Grad-CAM's cost on top of it (one backward pass).
+        Every other method is timed on its own. A defect-head method on a frame the head has no
+        class for is skipped. ``settings`` tunes methods (e.g. ``{"samples": 64}`` for LIME/SHAP).
         """
         wanted = check_methods(methods)
-        if "defect-gradcam" in wanted and self.head is None:
+        specs = [explainers.get(m) for m in wanted]
+        if any(s.target == "defect" for s in specs) and self.head is None:
             raise NoDefectClassifierError(
-                "this model has no defect classifier, so there is no defect Grad-CAM; train one with "
-                "inspector train-defects (needs labelled images of at least two defect types)"
+                f"this model has no defect classifier, so there is no {'/'.join(s.name for s in specs)}; train one "
+                "with inspector train-defects (needs labelled images of at least two defect types)"
             )
         size = self.model.config.input_size
         x = to_batch([image], size).to(self.inspector.device)
-        maps: dict[str, np.ndarray] = {}
+        raw: dict[str, torch.Tensor] = {}
         ms: dict[str, float] = {}
         logits: torch.Tensor | None = None
         t0 = time.perf_counter()
         if "gradcam" in wanted:
             res = anomaly_grad_cam(self.model, x, self.layer, self.head)
             score, amap, logits = float(res.score[0]), res.anomaly_map[0], res.defect_logits
-            maps["gradcam"] = _unit(res.cam[0])
+            raw["gradcam"] = res.cam[0]
             ms["anomaly"] = res.forward_ms
             ms["gradcam"] = (time.perf_counter() - t0) * 1000 - res.forward_ms
         else:
@@ -203,25 +217,23 @@ class Explainer:
             score, amap = float(pred.score[0]), pred.anomaly_map[0]
             logits = self._logits(x) if self.head is not None else None
             ms["anomaly"] = (time.perf_counter() - t0) * 1000
-        maps["anomaly"] = amap.float().cpu().numpy()
+        raw["anomaly"] = amap
         probs: dict[str, float] = {}
         best: int | None = None
         if self.head is not None and logits is not None:
             p = torch.softmax(logits[0].float(), 0).cpu()
             probs = {c: float(v) for c, v in zip(self.head.classes, p.tolist(), strict=True)}
             best = int(p.argmax())
-        if self.head is not None and best is not None and "defect-gradcam" in wanted:
+        ctx = explainers.MethodContext(
+            self.model, x, self.head, best, self.layer, self.reference, dict(raw), settings or {}
+        )
+        for spec in specs:
+            if spec.name in raw or (spec.target == "defect" and best is None):
+                continue
             t = time.perf_counter()
-            maps["defect-gradcam"] = _unit(defect_grad_cam(self.model, self.head, x, best, self.layer)[0])
-            ms["defect-gradcam"] = (time.perf_counter() - t) * 1000
-        if "occlusion" in wanted:
-            t = time.perf_counter()
-            maps["occlusion"] = _unit(occlusion_map(self.model, x)[0])
-            ms["occlusion"] = (time.perf_counter() - t) * 1000
-        if "saliency" in wanted:
-            t = time.perf_counter()
-            maps["saliency"] = _unit(saliency_map(self.model, x, sigma=size / 112)[0])
-            ms["saliency"] = (time.perf_counter() - t) * 1000
+            raw[spec.name] = spec.compute(ctx)
+            ms[spec.name] = (time.perf_counter() - t) * 1000
+        maps = {k: v.float().cpu().numpy() if k == "anomaly" else _unit(v) for k, v in raw.items()}
         verdict = self.inspector.thresholds.verdict(score)
         agree = agreement(maps["anomaly"], maps["gradcam"]) if "gradcam" in maps else None
         # The head only knows defect types: on a part judged OK its best guess would mislead.

@@ -85,8 +85,8 @@ def test_explain_gives_frame_sized_maps_and_figures(trained_tiny: Path, syntheti
 def test_unknown_method_and_defect_gradcam_without_head_are_errors(trained_tiny: Path, synthetic_pills) -> None:
     ex = Explainer.load(Inspector.load(trained_tiny, "cpu"))
     frame = a_frame(synthetic_pills, "good")
-    with pytest.raises(UnknownMethodError, match="lime"):
-        ex.explain(frame, ("anomaly", "lime"))
+    with pytest.raises(UnknownMethodError, match="no-such-method"):
+        ex.explain(frame, ("anomaly", "no-such-method"))
     assert not ex.has_defect_classifier
     with pytest.raises(NoDefectClassifierError, match="no defect classifier"):
         ex.explain(frame, ("defect-gradcam",))
@@ -147,7 +147,7 @@ def test_explain_cli_writes_a_png_per_method_and_a_json(trained_tiny: Path, synt
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--method", "lime", "{img}"), "unknown explanation method"),
+        (("--method", "no-such-method", "{img}"), "unknown explanation method"),
         (("--method", "defect-gradcam", "{img}"), "no defect classifier"),
         (("{tmp}/notes.png",), "not an image file"),
     ],

@@ -1,0 +1,34 @@
+"""Deep Taylor decomposition (LRP, z+ rule) of the anomaly score and of the defect type."""
+
+from __future__ import annotations
+
+import torch
+
+from inspector.explainers import Method, MethodContext, Target, register
+from models.explain.deep_taylor import DeepTaylorNet, deep_taylor_map
+
+
+def _run(ctx: MethodContext, target: Target) -> torch.Tensor:
+    head = ctx.head if target == "defect" else None
+    key = f"deep-taylor-net-{target}-{id(ctx.model)}-{id(head)}"
+    if key not in ctx.cache:  # the LRP-ready copy of the stages, made once per context
+        ctx.cache[key] = DeepTaylorNet(ctx.model, head)
+    return deep_taylor_map(
+        ctx.model, ctx.x, head=head, class_index=ctx.class_target(target), sigma=ctx.side / 56, net=ctx.cache[key]
+    )[0]
+
+
+for _target, _name, _title in (
+    ("score", "deeptaylor", "Deep Taylor (LRP z+) of the score"),
+    ("defect", "defect-deeptaylor", "Deep Taylor (LRP z+) of the defect type"),
+):
+    register(
+        Method(
+            _name,
+            _title,
+            lambda ctx, t=_target: _run(ctx, t),
+            target=_target,  # type: ignore[arg-type]
+            cost="2 forward + 1 backward pass",
+            reference="Montavon et al., 2017; Captum LRP with Alpha1_Beta0 (z+) rules",
+        )
+    )
