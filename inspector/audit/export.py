@@ -148,13 +148,10 @@ def write_pdf(rows: Sequence[DecisionView], result: VerifyResult, path: Path, *,
     body = ParagraphStyle("body", fontName="InspSans", fontSize=8.5, leading=11, splitLongWords=1)
     small = ParagraphStyle("small", parent=body, fontSize=7.5, leading=9.5, textColor=colors.HexColor("#333333"))
     title = ParagraphStyle("title", parent=body, fontName="InspSansBold", fontSize=15, leading=19, spaceAfter=4)
-    bad = ParagraphStyle(
-        "bad", parent=body, textColor=colors.white, backColor=colors.HexColor("#c5221f"), borderPadding=3
-    )
-    warn = ParagraphStyle("warn", parent=body, backColor=colors.HexColor("#fbbc04"), borderPadding=3)
-    good = ParagraphStyle(
-        "good", parent=body, textColor=colors.white, backColor=colors.HexColor("#188038"), borderPadding=3
-    )
+    band = ParagraphStyle("band", parent=body, borderPadding=2, spaceBefore=3, spaceAfter=3)
+    bad = ParagraphStyle("bad", parent=band, textColor=colors.white, backColor=colors.HexColor("#c5221f"))
+    warn = ParagraphStyle("warn", parent=band, backColor=colors.HexColor("#fbbc04"))
+    good = ParagraphStyle("good", parent=band, textColor=colors.white, backColor=colors.HexColor("#188038"))
     marks = record_marks(rows, result)
 
     story: list[object] = [
@@ -184,11 +181,13 @@ def write_pdf(rows: Sequence[DecisionView], result: VerifyResult, path: Path, *,
         if d.disagrees:
             story.append(
                 Paragraph(
-                    markup(f"OVERRULES THE MODEL: {d.decision}ed a {d.verdict} verdict (see the reason below)"), warn
+                    markup(f"OVERRULES THE MODEL: {d.decision}ed the model's {d.verdict} verdict (reason below)"), warn
                 )
             )
         at = "at signing" if d.signer_recorded else "now; not recorded at signing (before schema 0002)"
-        story.append(Paragraph("Signed by: " + markup(f"{d.user_name} ({d.user_id}, {d.user_role} {at})"), body))
+        # Each piece gets its own bidi run, so a right-to-left name stays a name in a left-to-right line.
+        signer = markup(d.user_name) + " " + markup(f"({d.user_id}, {d.user_role} {at})")
+        story.append(Paragraph("Signed by: " + signer, body))
         if d.superseded_by:
             story.append(Paragraph(f"Superseded by decision #{d.superseded_by}", small))
         story.append(

@@ -129,7 +129,9 @@ class History:
     def _p(kind: Any, r: Record, message: str) -> Problem:
         return Problem(kind, r.table, r.row_id, r.seq, message)
 
-    def _actor(self, r: Record, actor: str | None, action: Action, session: str | None) -> list[Problem]:
+    def _actor(
+        self, r: Record, actor: str | None, action: Action, session: str | None, need_session: bool = True
+    ) -> list[Problem]:
         """The actor had the role for ``action``, was active and unlocked, and was logged in."""
         what = f"{self.where(r)} by {actor!r}"
         u = self.users.get(actor or "")
@@ -147,7 +149,7 @@ class History:
                     "unauthorised", r, f"{what}: {actor} was {u.role} at that moment; to {action.value} needs {need}"
                 )
             ]
-        if self.strict and (session is None or self.sessions.get(session) != actor):
+        if self.strict and need_session and (session is None or self.sessions.get(session) != actor):
             return [self._p("unauthorised", r, f"{what}: not made in a login session of {actor!r}")]
         return []
 
@@ -180,8 +182,9 @@ class History:
         return out
 
     def _model_versions(self, r: Record) -> list[Problem]:
+        """The trainer was an engineer then (their session is on the model_trained event)."""
         self.thresholds[r.row_id] = r.fields["threshold"]
-        return []
+        return self._actor(r, r.fields["trained_by"], Action.REGISTER_MODEL, None, need_session=False)
 
     def _inspections(self, r: Record) -> list[Problem]:
         f = r.fields

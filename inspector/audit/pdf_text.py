@@ -137,7 +137,8 @@ def chunks(text: str, size: int = CHUNK) -> list[list[str]]:
     lines: list[str] = []
     for line in text.splitlines() or [""]:
         while len(line) > size:
-            cut = line.rfind(" ", size // 2, size)
+            cut = line.rfind(". ", size // 2, size)  # a paragraph break reads best after a sentence
+            cut = cut + 1 if cut > 0 else line.rfind(" ", size // 2, size)
             cut = size if cut <= 0 else cut
             lines.append(line[:cut])
             line = line[cut:].lstrip(" ")

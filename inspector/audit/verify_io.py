@@ -164,7 +164,7 @@ FIELDS = {
         "user_role",
     ),
     "inspections": ("model_version_id", "threshold", "score", "verdict"),
-    "model_versions": ("thresholds_json", "files_json", "model_dir"),
+    "model_versions": ("thresholds_json", "files_json", "model_dir", "trained_by"),
 }
 
 

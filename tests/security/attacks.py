@@ -73,8 +73,9 @@ def role_update_then_back(lab: Lab) -> Outcome:
     op1 = lab.sessions["op1"]
     shell(lab.db, "UPDATE users SET role = 'engineer' WHERE id = 'op1'")
     out = refused(lambda: lab.st.set_threshold(op1, lab.model_id, 0.01, "looks fine"), PermissionDenied)
+    meanwhile = verify_names(lab, "op1", "role changed outside the store")
     shell(lab.db, "UPDATE users SET role = 'operator' WHERE id = 'op1'")
-    return out
+    return out[0] and meanwhile[0], f"{out[1]}; while edited, {meanwhile[1]}"
 
 
 def role_check_bypassed(lab: Lab) -> Outcome:
@@ -84,7 +85,13 @@ def role_check_bypassed(lab: Lab) -> Outcome:
             kind="threshold_changed",
             actor="op1",
             details_json=json.dumps(
-                {"model_id": lab.model_id, "old": 1.0, "new": 0.01, "reason": "x", "session": lab.sessions["op1"].session_id}
+                {
+                    "model_id": lab.model_id,
+                    "old": 1.0,
+                    "new": 0.01,
+                    "reason": "x",
+                    "session": lab.sessions["op1"].session_id,
+                }
             ),
             created_at=datetime.now(UTC),
         )
@@ -100,8 +107,13 @@ def password_hash_swap(lab: Lab) -> Outcome:
     con.close()
     shell(lab.db, f"UPDATE users SET password_hash = '{PasswordHasher().hash('attacker-pass')}' WHERE id = 'op2'")
     out = refused(lambda: lab.st.authenticate("op2", "attacker-pass"), AuditError)
+    meanwhile = verify_names(lab, "op2", "password_digest changed outside the store")
     shell(lab.db, f"UPDATE users SET password_hash = '{saved}' WHERE id = 'op2'")
-    return out
+    con = sqlite3.connect(lab.db)
+    (why,) = con.execute("SELECT details_json FROM events WHERE kind = 'login_failed' ORDER BY id DESC").fetchone()
+    con.close()
+    logged = "altered outside the store" in why
+    return out[0] and meanwhile[0] and logged, f"{out[1]} (logged: {why}); while swapped, {meanwhile[1]}"
 
 
 def hand_built_user(lab: Lab) -> Outcome:
@@ -242,9 +254,16 @@ def backdated(lab: Lab) -> Outcome:
 
     out = refused(
         lambda: lab.st.record_inspection(
-            station="line-1", source="x", frame_index=0, frame=np.zeros((8, 8, 3), np.uint8),
-            model_version_id=lab.model_id, score=0.0, threshold=float(lab.st.model(lab.model_id).threshold or 1),
-            verdict="OK", anomaly_map=np.zeros((8, 8), np.float32), created_at=datetime(2020, 1, 1, tzinfo=UTC),
+            station="line-1",
+            source="x",
+            frame_index=0,
+            frame=np.zeros((8, 8, 3), np.uint8),
+            model_version_id=lab.model_id,
+            score=0.0,
+            threshold=float(lab.st.model(lab.model_id).threshold or 1),
+            verdict="OK",
+            anomaly_map=np.zeros((8, 8), np.float32),
+            created_at=datetime(2020, 1, 1, tzinfo=UTC),
         ),  # fmt: skip
         ValidationError,
     )
@@ -256,7 +275,9 @@ def backdated(lab: Lab) -> Outcome:
 def second_current_decision(lab: Lab) -> Outcome:
     iid = lab.inspect(4, "DEFECT")
     lab.st.record_decision(lab.sessions["op1"], iid, "reject")
-    out = refused(lambda: lab.st.record_decision(lab.sessions["op2"], iid, "accept", reason_text="fine"), ValidationError)
+    out = refused(
+        lambda: lab.st.record_decision(lab.sessions["op2"], iid, "accept", reason_text="fine"), ValidationError
+    )
     lab.forge(
         DecisionRow(uid="c" * 32, inspection_id=iid, user_id="op2", decision="accept", reason_text="fine",
                     meaning="reviewed: accepted", created_at=datetime.now(UTC), user_name="OP2 User",
@@ -310,7 +331,9 @@ def long_reason_pdf(lab: Lab) -> Outcome:
         lambda: lab.st.record_decision(lab.sessions["op1"], lab.inspect(8), "reject", reason_text="x" * 5000),
         ValidationError,
     )
-    return n == 1 and pdf.stat().st_size > 0 and too_long[0], f"PDF written ({n} decision); above the cap: {too_long[1]}"
+    return n == 1 and pdf.stat().st_size > 0 and too_long[
+        0
+    ], f"PDF written ({n} decision); above the cap: {too_long[1]}"
 
 
 def huge_reason_csv(lab: Lab) -> Outcome:

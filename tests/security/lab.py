@@ -50,9 +50,13 @@ class Lab:
 
     @classmethod
     def build(cls, root: Path, trained_model: Path, frames: list[tuple[str, bytes]]) -> Lab:
-        """Users of every role, the model registered (with its files) and active."""
-        from inspector.pipeline import Inspector
-        from inspector.station import Station
+        """Users of every role, the model registered (with its files) and active.
+
+        Registered from ``model.json`` alone, as ``Station.register_model`` records it, to keep
+        torch out of the setup; the attacks that inspect load the model for real.
+        """
+        from inspector.audit.model_files import hash_model_dir
+        from models.patchcore.serialization import read_model_json
 
         lab = cls(root)
         shutil.copytree(trained_model, lab.model_dir)
@@ -65,8 +69,18 @@ class Lab:
         for uid, role in ROLES.items():
             st.add_user(admin, uid, f"{uid.upper()} User", role, PASSWORDS[uid])
         eng = st.authenticate("eng", PASSWORDS["eng"])
-        station = Station(st, Inspector.load(lab.model_dir, "cpu"), "line-1")
-        mid = station.register_model(eng)
+        doc = read_model_json(lab.model_dir)
+        mid = st.register_model(
+            eng,
+            weights_hash=doc["memory_bank_sha256"],
+            backbone=doc["config"]["backbone"],
+            manifest_hash=doc["metadata"].get("manifest_sha256") or "",
+            thresholds=doc["metadata"]["thresholds"],
+            metrics=doc["metadata"].get("metrics", {}),
+            model_dir=str(lab.model_dir.resolve()),
+            files=hash_model_dir(lab.model_dir),
+            backbone_sha256=doc["backbone_sha256"],
+        )
         st.activate_model(eng, mid, "first model")
         st.close()
         return lab
