@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from inspector.audit import chain, queries
+from inspector.audit import chain, limits, queries
 from inspector.audit.errors import (
     AuthenticationError,
     PermissionDenied,
@@ -109,6 +109,7 @@ class GovernanceMixin(StoreInternals):
                 active=True,
                 created_at=datetime.now(UTC),
             )
+            limits.check_row(row)
             s.add(row)
             s.flush()
             self._event(
@@ -150,6 +151,7 @@ class GovernanceMixin(StoreInternals):
                 row.active = bool(active)
             if pw_hash is not None:
                 row.password_hash = pw_hash
+            limits.check_row(row)
             s.flush()
             admins = s.scalar(
                 select(func.count())

@@ -27,7 +27,7 @@ def test_record_and_read_back(seeded: Seeded) -> None:
     assert ins.frame is not None and np.array_equal(ins.frame, frame(3))
     assert ins.anomaly_map is not None
     np.testing.assert_allclose(ins.anomaly_map, amap(3), atol=1e-3)  # float16 storage
-    assert ins.frame_path.is_file() and ins.frame_path.parent.parent.name == "frames"
+    assert ins.frame_path.is_file() and ins.frame_path.parent.parent.name == "audit.db.frames"
     [row] = seeded.store.decisions()
     assert (row.id, row.user_name, row.meaning, row.verdict) == (did, "Ana Op", "reviewed: rejected", "DEFECT")
     assert seeded.store.verify().ok
