@@ -20,7 +20,7 @@ IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 def ident(name: str, what: str) -> str:
     """A plain lower-case SQL identifier, or a one-line error (grants are built as text)."""
     if not IDENT.match(name or ""):
-        raise ValidationError(f"{what} {name!r}: use 1-63 lower-case letters, digits and '_', not starting with a digit")
+        raise ValidationError(f"{what} {name!r}: use 1-63 lower-case letters, digits and '_' (no leading digit)")
     return name
 
 

@@ -499,7 +499,7 @@ class AuditStore(GovernanceMixin, RecordingMixin):
         for handle, record in self.queue.items():
             if record.get("store_id", self.store_id) != self.store_id:
                 self.queue.release(handle)  # another store's record: left for that store, never replayed here
-                result.skipped.append(f"{record.get('kind')} {record.get('uid')}: queued for store {record['store_id']}")
+                result.skipped.append(f"{record.get('kind')} {record.get('uid')}: for store {record['store_id']}")
                 continue
             try:
                 table, row_id = replay(self, record)
