@@ -62,7 +62,7 @@ def required_text(name: str, value: str | None) -> str:
     """Stripped non-blank text or a ValidationError: reasons are never empty."""
     if value is None or not str(value).strip():
         raise ValidationError(f"{name} is required")
-    return str(value).strip()
+    return str(limits.check_text(name, str(value).strip()))
 
 
 def _user_state(row: UserRow) -> dict[str, Any]:

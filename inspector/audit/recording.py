@@ -85,7 +85,7 @@ class RecordingMixin(StoreInternals):
             raise ValidationError("created_at must be timezone-aware (UTC)")
         fields = {
             "uid": uuid.uuid4().hex,
-            "station": required_text("station", station),
+            "station": required_text("station name", station),
             "source": str(source),
             "frame_index": int(frame_index),
             "model_version_id": int(model_version_id),
