@@ -35,7 +35,7 @@ def init_postgres(db: str | None, app_role: str, owner_role: str, apply_: bool) 
     from inspector.audit.pg_roles import grant_statements, role_statements
 
     url = resolve_db(db)
-    if url is None or make_url(url).get_backend_name() != "postgresql":
+    if url is None or "://" not in url or make_url(url).get_backend_name() != "postgresql":
         raise InspectorError("init-postgres needs --db postgresql+psycopg://OWNER@HOST/DATABASE")
     database = make_url(url).database or ""
     grants = grant_statements(app_role, database)
