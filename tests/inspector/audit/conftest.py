@@ -100,14 +100,22 @@ def pg_server() -> Iterator[object]:
     Skips only where the binaries are absent and this is not CI; in CI (CI=true) a missing or
     failing server fails the PostgreSQL tests loudly instead.
     """
-    pytest.importorskip("psycopg", reason="psycopg missing: pip install 'inspector[postgres]'")
+    import importlib.util
+
     from inspector.audit.pg_local import LocalPostgres, find_bindir
 
-    if find_bindir() is None:
-        msg = "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+    missing = [
+        msg
+        for absent, msg in (
+            (importlib.util.find_spec("psycopg") is None, "psycopg missing (pip install 'inspector[postgres]')"),
+            (find_bindir() is None, "no PostgreSQL binaries in /usr/lib/postgresql/*/bin (apt-get install postgresql)"),
+        )
+        if absent
+    ]
+    if missing:
         if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+            pytest.fail("; ".join(missing))
+        pytest.skip("; ".join(missing))
     server = LocalPostgres(fsync=False).start()  # raises with the server's own words: a failed test
     yield server
     server.stop()
