@@ -236,3 +236,50 @@ def test_migrate_station_store_into_central(seeded: Seeded, pg_server: Any, tmp_
             migrate(seeded.store, central)
         new = central.record_decision(central.authenticate("ana", PASSWORDS["ana"]), 1, "accept")
         assert new == 4 and central.verify().ok  # sequences moved past the copied ids
+
+
+@pg_only
+def test_auditor_sees_frames_recorded_at_any_station(seeded: Seeded, tmp_path: Path, monkeypatch: Any) -> None:
+    shared = tmp_path / "mnt-frames"
+    url = str(seeded.path)
+    with AuditStore.open(url, frames_dir=shared) as line2:
+        iid = line2.record_inspection(
+            station="line-2", source="cam", frame_index=0, frame=frame(7), model_version_id=seeded.model_id,
+            score=0.1, threshold=0.5, verdict="OK", anomaly_map=amap(0),
+        )  # fmt: skip
+    monkeypatch.setenv("INSPECTOR_HOME", str(tmp_path / "auditor-home"))  # another machine...
+    monkeypatch.setenv("INSPECTOR_FRAMES", str(shared))  # ...that mounts the shared frame store
+    with AuditStore.open(url) as auditor:
+        ins = auditor.inspection(iid)
+        assert ins.frame is not None and ins.frame_path.is_relative_to(shared)
+        assert auditor.verify(frames=True).ok
+    with sa.create_engine(url).connect() as con:
+        stored = con.exec_driver_sql(f"SELECT frame_path FROM inspections WHERE id = {iid}").scalar_one()
+    assert not Path(stored).is_absolute()  # relative to the frame store, valid on every machine
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"])
+def test_file_store_keeps_frames_out_of_an_input_folder_named_frames(seeded: Seeded) -> None:
+    inputs = Path(seeded.path).parent / "frames"  # the README's layout: --input frames/ --db audit.db
+    inputs.mkdir()
+    inspect_one(seeded, 1)
+    assert seeded.store.frames_dir == Path(f"{seeded.path}.frames") and list(inputs.iterdir()) == []
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"])
+def test_inspect_stops_when_a_record_cannot_be_queued_anywhere(seeded: Seeded) -> None:
+    from test_audit_queue import sqlite_pragma
+
+    from inspector.cli.inspect_cmds import flush_or_stop
+    from inspector.errors import InspectorError
+
+    st = seeded.store
+    iid = inspect_one(seeded, 0)
+    st.queue.folder = Path(seeded.path) / "not-a-dir"  # the disk refuses the queue file too
+    with sqlite_pragma(st, "PRAGMA query_only = 1"):
+        with pytest.raises(RecordQueued, match="memory"):
+            st.record_decision(seeded.op, iid, "accept")
+        with pytest.raises(InspectorError, match="could not be written to the store nor queued"):
+            flush_or_stop(st)
+    flush_or_stop(st)  # once the database takes writes again the record goes in
+    assert len(st.decisions()) == 1
