@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -156,6 +157,7 @@ def main() -> int:
     ap.add_argument("--decisions", type=int, default=1000, help="per station")
     ap.add_argument("--restarts", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (stations' homes, frames, witnesses)")
     args = ap.parse_args()
     os.environ.setdefault("INSPECTOR_ARGON2_FAST", "1")  # logins are not what is measured
 
@@ -261,6 +263,8 @@ def main() -> int:
                 figures[f"{name}_witnesses"] = witnessed.witnessed
     finally:
         pg.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -346,8 +346,8 @@ class AuditStore(GovernanceMixin, RecordingMixin):
             try:
                 with self.transaction() as s:
                     return fn(s)
-            except sa_exc.IntegrityError as exc:
-                raise ValidationError(f"refused by the database: {_message(exc)}") from None
+            except (sa_exc.IntegrityError, sa_exc.DataError) as exc:
+                raise ValidationError(f"refused by the database: {_message(exc).splitlines()[0]}") from None
             except sa_exc.DBAPIError as exc:
                 if _is_locked(exc) and not self._nested and time.monotonic() < deadline:
                     time.sleep(delay * (0.5 + random.random()))
@@ -355,6 +355,11 @@ class AuditStore(GovernanceMixin, RecordingMixin):
                     continue
                 if is_unavailable(exc):
                     raise StoreUnavailable(f"{self._where()}: cannot write ({_message(exc)})") from exc
+                if getattr(exc.orig, "sqlstate", None) == "42501":  # insufficient privilege
+                    raise PermissionDenied(
+                        f"{self._where()}: {_message(exc).splitlines()[0]} (the owner grants with "
+                        "'inspector audit init-postgres')"
+                    ) from None
                 raise
 
     def _where(self) -> str:
