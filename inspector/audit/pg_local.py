@@ -129,7 +129,22 @@ class LocalPostgres:
         return self
 
     def psql(self, *sql: str, db: str = "postgres", user: str = "postgres") -> str:
-        """Runs statements as ``user`` over the trusted socket; returns psql's output."""
+        """Runs statements as ``user`` over the trusted socket; returns the last one's rows as text.
+
+        Uses psycopg when installed (no process per call), else the psql client.
+        """
+        try:
+            import psycopg
+        except ImportError:
+            return self._psql(*sql, db=db, user=user)
+        with psycopg.connect(host=str(self.socket_dir), port=self.port, user=user, dbname=db, autocommit=True) as c:
+            out = ""
+            for s in sql:
+                cur = c.execute(s)
+                out = "\n".join("|".join(map(str, r)) for r in cur.fetchall()) if cur.description else ""
+            return out
+
+    def _psql(self, *sql: str, db: str, user: str) -> str:
         args = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir)]
         args += ["-p", str(self.port), "-U", user, "-d", db]
         for s in sql:
@@ -147,8 +162,12 @@ class LocalPostgres:
         """``pg_ctl restart -m fast``: every open connection is cut (AdminShutdown)."""
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-m", "fast", "restart")
 
-    def stop(self) -> None:
+    def drop_database(self, name: str) -> None:
+        self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def stop(self, mode: str = "fast") -> None:
+        """``immediate`` skips the shutdown checkpoint: right for a server whose files are deleted next."""
         if self._bindir is not None and self.data.is_dir():
-            self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop", check=False)
+            self._run("pg_ctl", "-D", str(self.data), "-w", "-m", mode, "stop", check=False)
         if self.root != Path() and self.root.is_dir():
             shutil.rmtree(self.root, ignore_errors=True)

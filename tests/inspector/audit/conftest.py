@@ -118,7 +118,7 @@ def pg_server() -> Iterator[object]:
         pytest.skip("; ".join(missing))
     server = LocalPostgres(fsync=False).start()  # raises with the server's own words: a failed test
     yield server
-    server.stop()
+    server.stop("immediate")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -134,11 +134,15 @@ def new_pg_database(pg: object) -> str:
 
 
 @pytest.fixture
-def store_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
-    """Where a test's store lives: a file for SQLite, an owner URL for PostgreSQL."""
+def store_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path | str]:
+    """Where a test's store lives: a file for SQLite, an owner URL for PostgreSQL (dropped after)."""
     if dialect == "sqlite":
-        return tmp_path / "audit.db"
-    return new_pg_database(request.getfixturevalue("pg_server"))
+        yield tmp_path / "audit.db"
+        return
+    pg = request.getfixturevalue("pg_server")
+    url = new_pg_database(pg)
+    yield url
+    pg.drop_database(url.rsplit("/", 1)[1])
 
 
 @pytest.fixture
