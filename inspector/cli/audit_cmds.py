@@ -147,6 +147,11 @@ def audit_verify(db: str | None, checkpoint: Path | None, frames: bool, witness:
     """
     with opened(db) as store:
         result = store.verify(checkpoint, frames=frames, witness=witness)
+        if store.db_path is None and witness is None and checkpoint is None:
+            result.warnings.append(
+                "a server store has no head file: its owner could rewrite it unseen; "
+                "check it against the stations' heads with --witness DIR"
+            )
     if result.witnessed:
         click.echo(result.witnessed)
     for w in result.warnings:

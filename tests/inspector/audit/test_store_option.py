@@ -90,3 +90,22 @@ def test_inspect_flushes_the_queue_at_start(seeded: Seeded, trained_tiny: Path, 
                     env={"INSPECTOR_DB": str(seeded.path), "INSPECTOR_PASSWORD": PASSWORDS["ana"]})  # fmt: skip
     assert code == 0, out
     assert "1 queued record(s) written to the store" in out and "0 waiting in the retry queue" in out
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_witness_export_and_verify_commands(seeded: Seeded, tmp_path: Path) -> None:
+    from inspector.audit.tamper import rewrite_consistently
+
+    for i in range(3):  # a server store witnesses its heads in the home folder by default
+        seeded.store.record_decision(seeded.op, inspect_one(seeded, i), "accept")
+    code, out = run("audit", "witness-export", "--to", tmp_path / "heads")
+    assert code == 0 and "1 witness log(s)" in out, out
+    code, out = run("audit", "verify", "--db", seeded.path)
+    assert code == 0 and "--witness DIR" in out  # a server store is not checked against stations unasked
+    code, out = run("audit", "verify", "--db", seeded.path, "--witness", tmp_path / "heads")
+    assert code == 0 and "witnessed heads from 1 station(s)" in out, out
+    seeded.store.engine.dispose()
+    rewrite_consistently(str(seeded.path), "decisions", 2, decision="reject", reason_text="forged")
+    assert run("audit", "verify", "--db", seeded.path)[0] == 0  # nothing in the database tells
+    code, out = run("audit", "verify", "--db", seeded.path, "--witness", tmp_path / "heads")
+    assert code == 1 and "contradicts the head witnessed by" in out and "Traceback" not in out
