@@ -14,6 +14,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -235,7 +236,8 @@ class AuditStore(GovernanceMixin, RecordingMixin):
                 else sa.create_engine(sa_url, pool_pre_ping=True, connect_args=_server_args(sa_url))
             )
         except (sa_exc.ArgumentError, ImportError) as exc:
-            raise StoreOpenError(f"{sa_url}: cannot open ({exc})") from None
+            hint = " (pip install 'inspector[postgres]')" if "psycopg" in str(exc) else ""
+            raise StoreOpenError(f"{make_url(sa_url).render_as_string()}: cannot open ({exc}){hint}") from None
         store = cls(engine, sa_url, db_path, frames, Path(f"{db_path}.queue") if db_path else None)
         try:
             store._migrate()
@@ -369,8 +371,9 @@ class AuditStore(GovernanceMixin, RecordingMixin):
         if self.witness is not None:
             try:
                 self.witness.saw(self.store_id, count, digest)
-            except OSError:
-                pass  # the central head stays authoritative; a gap in a witness log only weakens it
+            except Exception as exc:  # the record is committed: nothing after that may fail the call
+                warnings.warn(f"witness log {self.witness.folder} stopped: {exc}", stacklevel=2)
+                self.witness = None  # the central head stays authoritative; a gap only weakens the witness
 
     # ------------------------------------------------------------------ chain
     def _append(self, s: Session, row: Base) -> int:

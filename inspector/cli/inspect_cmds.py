@@ -93,6 +93,12 @@ def inspect_cmd(
         raise InspectorError("--operator and --decisions go together")
     decisions = read_decisions(decisions_csv) if decisions_csv else {}
     with AuditStore.open(resolve_db(db)) as store:
+        inputs = Path(source).resolve()
+        if inputs.is_dir() and store.frames_dir.resolve().is_relative_to(inputs):
+            raise InspectorError(
+                f"the audit store's frame copies ({store.frames_dir}) would land inside the input folder "
+                f"{source}: keep the database elsewhere or set INSPECTOR_FRAMES"
+            )
         flush_or_stop(store)  # what an earlier run left queued goes first, in order
         user = login(store, operator) if operator else None
         st = Station(store, Inspector.load(model_dir, device), station)

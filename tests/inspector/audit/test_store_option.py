@@ -109,3 +109,11 @@ def test_witness_export_and_verify_commands(seeded: Seeded, tmp_path: Path) -> N
     assert run("audit", "verify", "--db", seeded.path)[0] == 0  # nothing in the database tells
     code, out = run("audit", "verify", "--db", seeded.path, "--witness", tmp_path / "heads")
     assert code == 1 and "contradicts the head witnessed by" in out and "Traceback" not in out
+
+
+def test_inspect_refuses_a_frame_store_inside_its_input_folder(tmp_path: Path) -> None:
+    inputs = tmp_path / "frames"
+    inputs.mkdir()
+    code, out = run("inspect", "--model", tmp_path / "m", "--input", inputs, "--db", inputs / "audit.db",
+                    "--station", "line-1")  # fmt: skip
+    assert code == 1 and "would land inside the input folder" in out and len(out.strip().splitlines()) == 1
