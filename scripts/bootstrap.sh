@@ -10,7 +10,8 @@ EXTRAS="${1:-test}"
 need_apt=()
 for pkg in xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 libxcb-image0 \
            libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libegl1 libgl1 libfontconfig1 libdbus-1-3 \
-           fonts-dejavu-core fonts-wqy-zenhei fonts-symbola poppler-utils; do  # audit PDF: embedded Unicode/CJK/emoji fonts; pdftotext/pdftoppm
+           fonts-dejavu-core fonts-wqy-zenhei fonts-symbola poppler-utils \
+           postgresql; do  # audit PDF fonts + pdftoppm; postgresql: the audit tests start a throwaway server (loopback only)
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

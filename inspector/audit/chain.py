@@ -130,6 +130,7 @@ class VerifyResult:
     head_hash: str
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    witnessed: str = ""  # what ``verify --witness`` checked, for the report
 
     @property
     def ok(self) -> bool:

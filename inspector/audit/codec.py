@@ -78,6 +78,18 @@ def store_frame(frame: np.ndarray, frames_dir: Path) -> tuple[str, str]:
     return digest, rel
 
 
+def locate_frame(frames_dir: Path, db_path: Path | None, stored: str, digest: str) -> Path:
+    """Where a recorded frame is on this machine: by content address in this machine's frame store
+    (shared mount), else as stored (absolute, or relative to the database folder in older stores)."""
+    given = Path(stored)
+    candidates = [frames_dir / frame_relpath(digest), frames_dir / given]
+    if given.is_absolute():
+        candidates.insert(0, given)
+    elif db_path is not None:
+        candidates.append(db_path.parent / given)
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
 def load_frame(path: Path) -> np.ndarray:
     """Reads a stored frame back as RGB uint8."""
     with Image.open(path) as img:

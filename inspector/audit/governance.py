@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from inspector.audit import chain, queries
+from inspector.audit import chain, limits, queries
 from inspector.audit.errors import (
     AuthenticationError,
     ChainBroken,
@@ -70,7 +70,7 @@ def required_text(name: str, value: str | None) -> str:
     """Stripped non-blank text or a ValidationError: reasons are never empty."""
     if value is None or not str(value).strip():
         raise ValidationError(f"{name} is required")
-    return str(value).strip()
+    return str(limits.check_text(name, str(value).strip()))
 
 
 def reason_text(name: str, value: str | None, limit: int = REASON_MAX) -> str:
@@ -142,6 +142,7 @@ class GovernanceMixin(StoreInternals):
                 active=True,
                 created_at=datetime.now(UTC),
             )
+            limits.check_row(row)
             s.add(row)
             s.flush()
             state = {"name": full_name, "role": r.value, "active": True, "password_digest": _digest(pw_hash)}
@@ -189,6 +190,7 @@ class GovernanceMixin(StoreInternals):
                 row.password_hash = pw_hash
                 after.password_digest = _digest(pw_hash)
             states[user_id] = after
+            limits.check_row(row)
             if not any(u.role == Role.ADMIN.value and u.active for u in states.values()):
                 raise ValidationError("this would leave the store without an active admin")
             s.flush()

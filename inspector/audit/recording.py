@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inspector.audit import codec, queries
+from inspector.audit import codec, limits, queries
 from inspector.audit.errors import (
     NotFound,
     PermissionDenied,
@@ -88,7 +88,7 @@ class RecordingMixin(StoreInternals):
         when = datetime.now(UTC)
         fields = {
             "uid": uuid.uuid4().hex,
-            "station": required_text("station", station),
+            "station": required_text("station name", station),
             "source": str(source),
             "frame_index": int(frame_index),
             "model_version_id": int(model_version_id),
@@ -98,6 +98,7 @@ class RecordingMixin(StoreInternals):
             "latency_ms": finite("latency", latency_ms),
             "created_at": when.isoformat(),
         }
+        _check_inspection(fields)
         rgb = codec.check_frame(frame)
         amap = codec.encode_map(anomaly_map, "anomaly map")
         gc = None if gradcam is None else codec.encode_map(gradcam, "Grad-CAM")
@@ -123,9 +124,7 @@ class RecordingMixin(StoreInternals):
             digest, rel = codec.store_frame(rgb, self.frames_dir)
         except OSError as exc:
             raise StoreUnavailable(f"{self.frames_dir}: cannot write the frame ({exc.strerror or exc})") from None
-        path = self.frames_dir / rel
-        if self.db_path is not None and path.is_relative_to(self.db_path.parent):
-            path = path.relative_to(self.db_path.parent)  # the store folder moves as one
+        path = Path(rel)  # relative to the frame store, so every machine that mounts it finds the frame
 
         def fn(s: Session) -> int:
             done = s.scalar(select(InspectionRow.id).where(InspectionRow.uid == fields["uid"]))
@@ -172,9 +171,7 @@ class RecordingMixin(StoreInternals):
             r = s.get(InspectionRow, inspection_id)
             if r is None:
                 raise NotFound(f"no inspection {inspection_id}")
-            path = Path(r.frame_path)
-            if not path.is_absolute() and self.db_path is not None:
-                path = self.db_path.parent / path
+            path = codec.locate_frame(self.frames_dir, self.db_path, r.frame_path, r.frame_sha256)
             frame = codec.load_frame(path) if images and path.is_file() else None
             # Re-hashed before anyone sees it: a replaced file must not pass for the recorded frame.
             matches = None if frame is None else frame_sha256(frame) == r.frame_sha256
@@ -237,6 +234,7 @@ class RecordingMixin(StoreInternals):
             "supersedes": None if supersedes is None else int(supersedes),
             "created_at": datetime.now(UTC).isoformat(),
         }
+        _check_decision_fields(record)
         try:
             with self._read() as s:
                 self._check_decision(s, record)  # refuse early even when writes are impossible
@@ -324,6 +322,22 @@ class RecordingMixin(StoreInternals):
         """
         with self._read() as s:
             return queries.decision_views(s, **filters)
+
+
+def _check_inspection(f: dict[str, Any]) -> None:
+    """Length, character and range rules before queueing, so a queued record is a valid one."""
+    limits.check_text("station name", f["station"], limits.max_length(InspectionRow.station))
+    limits.check_text("source", f["source"])
+    limits.check_int("frame index", f["frame_index"])
+    limits.check_int("model version id", f["model_version_id"])
+
+
+def _check_decision_fields(r: dict[str, Any]) -> None:
+    limits.check_text("reason code", r["reason_code"], limits.max_length(DecisionRow.reason_code))
+    limits.check_text("reason text", r["reason_text"])
+    limits.check_int("inspection id", r["inspection_id"])
+    if r["supersedes"] is not None:
+        limits.check_int("superseded decision id", r["supersedes"])
 
 
 def replay(store: RecordingMixin, record: dict[str, Any]) -> tuple[str, int]:

@@ -150,6 +150,7 @@ class FlushResult:
     recorded: list[tuple[str, int]] = field(default_factory=list)
     remaining: int = 0
     rejected: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # another store's records, left in its queue
 
 
 def disagrees(verdict: str, decision: str) -> bool:

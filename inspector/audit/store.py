@@ -14,6 +14,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
-from inspector.audit import chain
+from inspector.audit import chain, limits
 from inspector.audit.errors import (
     AuditError,
     AuthenticationError,
@@ -45,6 +46,8 @@ from inspector.audit.recording import RecordingMixin, replay
 from inspector.audit.records import FlushResult, Head
 from inspector.audit.retry_queue import RetryQueue
 from inspector.audit.schema import Base, EventRow, HeadRow, LedgerRow, row_columns
+from inspector.audit.witness import Witness
+from inspector.settings import data_dir
 
 __all__ = [
     "AuditError",
@@ -78,6 +81,9 @@ UNAVAILABLE = (
     "connection refused",
     "server closed",
 )
+FRAMES_ENV = "INSPECTOR_FRAMES"  # the shared frame store every station mounts (content-addressed)
+WITNESS_ENV = "INSPECTOR_WITNESS_DIR"  # where this station keeps the heads it saw ("off": none)
+PG_RETRY = ("40001", "40P01", "55P03")  # serialization failure, deadlock, lock not available
 
 
 def default_url() -> str:
@@ -122,21 +128,39 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _server_args(url: str) -> dict[str, Any]:
+    """A server that does not answer fails in seconds (then the record is queued), not minutes."""
+    return {"connect_timeout": 5} if make_url(url).get_backend_name() == "postgresql" else {}
+
+
 def _message(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     return str(getattr(orig, "strerror", None) or orig).strip()
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """True for failures a retry later can cure (read-only, full, unreachable, locked)."""
-    if isinstance(exc, OSError):
+    """True for failures a retry later can cure (read-only, full, unreachable, locked).
+
+    On a server every OperationalError / InterfaceError is one (PostgreSQL's AdminShutdown,
+    a dropped connection, a refused login during a restart): the record is queued, never raised raw.
+    """
+    if isinstance(exc, OSError | sa_exc.DisconnectionError | sa_exc.TimeoutError):
         return True
+    if isinstance(exc, sa_exc.DBAPIError) and not _sqlite_error(exc):
+        if exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return True
     if isinstance(exc, sa_exc.OperationalError) or getattr(exc, "connection_invalidated", False):
         return any(k in _message(exc).lower() for k in UNAVAILABLE)
     return False
 
 
+def _sqlite_error(exc: sa_exc.DBAPIError) -> bool:
+    return type(exc.orig).__module__.startswith("sqlite3")
+
+
 def _is_locked(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError) and getattr(exc.orig, "sqlstate", None) in PG_RETRY:
+        return True
     return isinstance(exc, sa_exc.OperationalError) and any(k in _message(exc).lower() for k in ("locked", "busy"))
 
 
@@ -164,12 +188,14 @@ class AuditStore(GovernanceMixin, RecordingMixin):
         db_path: Path | None,
         frames_dir: Path,
         queue_dir: Path | None,
+        witness: Witness | None = None,
     ) -> None:
         self.engine = engine
         self.url = url
         self.db_path = db_path
         self.frames_dir = frames_dir
         self.queue = RetryQueue(queue_dir)
+        self.witness = witness
         self._sqlite = engine.dialect.name == "sqlite"
         self._reader = engine.execution_options(inspector_begin="DEFERRED") if self._sqlite else engine
         self._local = threading.local()
@@ -182,8 +208,13 @@ class AuditStore(GovernanceMixin, RecordingMixin):
         cls,
         url: str | os.PathLike[str] | None = None,
         frames_dir: str | os.PathLike[str] | None = None,
+        witness_dir: str | os.PathLike[str] | None = None,
     ) -> AuditStore:
         """Opens (creating and migrating if needed) the store at ``url`` or a plain file path.
+
+        Frames go to ``frames_dir``, else $INSPECTOR_FRAMES (a shared mount), else beside the
+        database file (``<db>.frames/``) or in the user data folder for a server. A server store's
+        heads are witnessed in ``witness_dir``, else $INSPECTOR_WITNESS_DIR, else the user data folder.
 
         Raises:
             StoreOpenError: corrupt file, not an audit database, folder not creatable.
@@ -197,27 +228,38 @@ class AuditStore(GovernanceMixin, RecordingMixin):
                 db_path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreOpenError(f"{db_path.parent}: cannot create ({exc.strerror})") from None
-        base = db_path.parent if db_path else Path(platformdirs.user_data_dir("inspector"))
-        frames = Path(frames_dir) if frames_dir is not None else base / "frames"
-        queue_dir = Path(f"{db_path}.queue") if db_path else base / "queue"
+        frames_dir = frames_dir or os.environ.get(FRAMES_ENV) or None
+        frames = Path(frames_dir) if frames_dir else Path(f"{db_path}.frames") if db_path else data_dir() / "frames"
         try:
-            engine = _sqlite_engine(sa_url) if db_path is not None else sa.create_engine(sa_url)
+            engine = (
+                _sqlite_engine(sa_url)
+                if db_path is not None
+                else sa.create_engine(sa_url, pool_pre_ping=True, connect_args=_server_args(sa_url))
+            )
         except (sa_exc.ArgumentError, ImportError) as exc:
-            raise StoreOpenError(f"{sa_url}: cannot open ({exc})") from None
-        store = cls(engine, sa_url, db_path, frames, queue_dir)
+            hint = " (pip install 'inspector[postgres]')" if "psycopg" in str(exc) else ""
+            raise StoreOpenError(f"{make_url(sa_url).render_as_string()}: cannot open ({exc}){hint}") from None
+        store = cls(engine, sa_url, db_path, frames, Path(f"{db_path}.queue") if db_path else None)
         try:
             store._migrate()
             with store._read() as s:
                 head = s.get(HeadRow, 1)
                 store.store_id = head.store_id if head else ""
-        except sa_exc.DatabaseError as exc:
+        except (sa_exc.DatabaseError, StoreUnavailable) as exc:
             engine.dispose()
+            hint = " (the owner runs 'inspector audit init-postgres' first)" if "permission denied" in str(exc) else ""
             raise StoreOpenError(
-                f"{db_path or sa_url}: cannot be opened as an audit database ({_message(exc)})"
+                f"{store._where()}: cannot be opened as an audit database ({_message(exc)}){hint}"
             ) from None
         except BaseException:
             engine.dispose()
             raise
+        if db_path is None:  # a server's queue is kept per store: a flush can only reach its own store
+            store.queue = RetryQueue(data_dir() / "queue" / store.store_id)
+            wdir = witness_dir or os.environ.get(WITNESS_ENV) or data_dir() / "witness"
+            store.witness = None if str(wdir) == "off" else Witness(Path(wdir))
+        elif witness_dir:
+            store.witness = Witness(Path(witness_dir))
         return store
 
     def _migrate(self) -> None:
@@ -293,6 +335,7 @@ class AuditStore(GovernanceMixin, RecordingMixin):
         pending, self._local.head = self._local.head, None
         if pending is not None:
             self._write_sidecar(*pending)
+            self._witness(*pending)
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
@@ -320,8 +363,8 @@ class AuditStore(GovernanceMixin, RecordingMixin):
             try:
                 with self.transaction() as s:
                     return fn(s)
-            except sa_exc.IntegrityError as exc:
-                raise ValidationError(f"refused by the database: {_message(exc)}") from None
+            except (sa_exc.IntegrityError, sa_exc.DataError) as exc:
+                raise ValidationError(f"refused by the database: {_message(exc).splitlines()[0]}") from None
             except sa_exc.DBAPIError as exc:
                 if _is_locked(exc) and not self._nested and time.monotonic() < deadline:
                     time.sleep(delay * (0.5 + random.random()))
@@ -329,10 +372,23 @@ class AuditStore(GovernanceMixin, RecordingMixin):
                     continue
                 if is_unavailable(exc):
                     raise StoreUnavailable(f"{self._where()}: cannot write ({_message(exc)})") from exc
+                if getattr(exc.orig, "sqlstate", None) == "42501":  # insufficient privilege
+                    raise PermissionDenied(
+                        f"{self._where()}: {_message(exc).splitlines()[0]} (the owner grants with "
+                        "'inspector audit init-postgres')"
+                    ) from None
                 raise
 
     def _where(self) -> str:
-        return str(self.db_path) if self.db_path else make_url(self.url).render_as_string()
+        return str(self.db_path) if self.db_path else make_url(self.url).render_as_string()  # password hidden
+
+    def _witness(self, count: int, digest: str) -> None:
+        if self.witness is not None:
+            try:
+                self.witness.saw(self.store_id, count, digest)
+            except Exception as exc:  # the record is committed: nothing after that may fail the call
+                warnings.warn(f"witness log {self.witness.folder} stopped: {exc}", stacklevel=2)
+                self.witness = None  # the central head stays authoritative; a gap only weakens the witness
 
     # ------------------------------------------------------------------ chain
     def _append(self, s: Session, row: Base) -> int:
@@ -341,6 +397,7 @@ class AuditStore(GovernanceMixin, RecordingMixin):
         The row's ``created_at`` is the store's time, never the caller's, and never earlier than
         the newest record's (a clock stepped back by NTP repeats the last time instead).
         """
+        limits.check_row(row)  # the same rules on every dialect, before the database sees the row
         head = s.execute(select(HeadRow).where(HeadRow.id == 1).with_for_update()).scalar_one()
         now = datetime.now(UTC)
         if head.last_at is not None and now < head.last_at:
@@ -436,6 +493,7 @@ class AuditStore(GovernanceMixin, RecordingMixin):
         *,
         frames: bool = False,
         allow_missing_head: bool = False,
+        witness: str | os.PathLike[str] | None = None,
     ) -> chain.VerifyResult:
         """Walks the chain and replays it; names the first broken record and what happened to it.
 
@@ -446,6 +504,7 @@ class AuditStore(GovernanceMixin, RecordingMixin):
             checkpoint: a file from ``checkpoint()``; records it counted must still be there.
             frames: also re-hash every stored frame file (slow on large stores).
             allow_missing_head: a missing or foreign head file is a warning instead of a problem.
+            witness: a folder of stations' exported witness logs; every head in it must still hold.
         """
         from inspector.audit.verify_io import collect
 
@@ -456,6 +515,10 @@ class AuditStore(GovernanceMixin, RecordingMixin):
                 self._write(lambda s: self._event(s, "head_file_waived", None, warning=waived[0]))
             except AuditError as exc:
                 result.warnings.append(f"the waiver could not be logged ({exc})")
+        if witness is not None:
+            from inspector.audit.witness_check import apply_witnesses
+
+            apply_witnesses(self, result, Path(witness))
         return result
 
     # ------------------------------------------------------------------ retry queue
@@ -465,6 +528,7 @@ class AuditStore(GovernanceMixin, RecordingMixin):
         return len(self.queue)
 
     def _enqueue(self, record: dict[str, Any], exc: StoreUnavailable) -> RecordQueued:
+        record = {**record, "store_id": self.store_id}  # replay refuses it anywhere else
         self.queue.put(record)
         n = len(self.queue)
         where = " (in memory only: the disk refused it too)" if self.queue.in_memory else ""
@@ -476,6 +540,10 @@ class AuditStore(GovernanceMixin, RecordingMixin):
         result = FlushResult()
         self.queue.spill()
         for handle, record in self.queue.items():
+            if record.get("store_id", self.store_id) != self.store_id:
+                self.queue.release(handle)  # another store's record: left for that store, never replayed here
+                result.skipped.append(f"{record.get('kind')} {record.get('uid')}: for store {record['store_id']}")
+                continue
             try:
                 table, row_id = replay(self, record)
             except StoreUnavailable:

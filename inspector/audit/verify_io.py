@@ -120,9 +120,7 @@ def _model_problems(
 def _frame_problems(store: AuditStore, rows: list[Any], full: bool) -> list[chain.Problem]:
     problems = []
     for iid, rel, digest in rows:
-        path = Path(rel)
-        if not path.is_absolute() and store.db_path is not None:
-            path = store.db_path.parent / path
+        path = codec.locate_frame(store.frames_dir, store.db_path, rel, digest)
         if not path.is_file():
             problems.append(
                 chain.Problem(

@@ -15,21 +15,11 @@ from typing import Any
 import click
 
 from inspector.audit import AuditStore, User
+from inspector.cli.common import db_option, resolve_db
 from inspector.errors import InspectorError
 
 PASSWORD_ENV = "INSPECTOR_PASSWORD"  # the acting user's (or the first admin's) password
 NEW_PASSWORD_ENV = "INSPECTOR_NEW_PASSWORD"  # a new user's password when an admin adds them
-
-
-def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--db",
-        "db",
-        envvar="INSPECTOR_DB",
-        default=None,
-        metavar="URL",
-        help="Audit database: a URL or a file path (default: the user data folder; or set INSPECTOR_DB).",
-    )(f)
 
 
 def as_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,7 +32,7 @@ def as_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def opened(db: str | None) -> Iterator[AuditStore]:
     """Opens the store and turns every audit error into one line and exit status 1."""
     try:
-        store = AuditStore.open(db)
+        store = AuditStore.open(resolve_db(db))
     except InspectorError as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -162,16 +152,33 @@ def audit_group() -> None:
     is_flag=True,
     help="Accept a missing or foreign head file (a warning instead of a failure); the choice is logged.",
 )
-def audit_verify(db: str | None, checkpoint: Path | None, frames: bool, allow_missing_head: bool) -> None:
+@click.option(
+    "--witness",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Folder of stations' exported witness logs: every head they saw must still hold.",
+)
+def audit_verify(
+    db: str | None, checkpoint: Path | None, frames: bool, allow_missing_head: bool, witness: Path | None
+) -> None:
     """Walk and replay the hash chain; exit 1 naming the first broken record (edited, deleted,
-    inserted, reordered, truncated) or actor (role, login, lockout at that moment).
+    inserted, reordered, truncated), actor (role, login, lockout at that moment), or the first
+    record a station's witnessed head contradicts.
 
     \b
     Example:
       inspector audit verify --db audit.db
+      inspector audit verify --db postgresql+psycopg://auditor@central/inspector --witness heads/
     """
     with opened(db) as store:
-        result = store.verify(checkpoint, frames=frames, allow_missing_head=allow_missing_head)
+        result = store.verify(checkpoint, frames=frames, allow_missing_head=allow_missing_head, witness=witness)
+        if store.db_path is None and witness is None and checkpoint is None:
+            result.warnings.append(
+                "a server store has no head file: its owner could rewrite it unseen; "
+                "check it against the stations' heads with --witness DIR"
+            )
+    if result.witnessed:
+        click.echo(result.witnessed)
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
     if not result.ok:
@@ -248,5 +255,8 @@ def audit_export(
 
 def register(main: click.Group) -> None:
     """Adds ``users`` and ``audit`` to the ``inspector`` command."""
+    from inspector.cli import central_cmds
+
     main.add_command(users_group)
     main.add_command(audit_group)
+    central_cmds.register(audit_group)

@@ -12,6 +12,30 @@ import click
 from tqdm import tqdm
 
 DATA_ROOT_ENV = "INSPECTOR_DATA_ROOT"
+DB_ENV = "INSPECTOR_DB"
+
+
+def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The one way every command names the audit store: --db, else INSPECTOR_DB, else the default."""
+    return click.option(
+        "--db",
+        "db",
+        envvar=DB_ENV,
+        default=None,
+        metavar="URL",
+        help=f"Audit store: a file path or a database URL (else {DB_ENV}, else the user data folder).",
+    )(f)
+
+
+def resolve_db(db: str | None) -> str | None:
+    """``db`` as given; when neither --db nor INSPECTOR_DB named one, says where the default is."""
+    if db:
+        return db
+    from inspector.audit.store import default_url  # lazy: keeps CLI start-up free of SQLAlchemy
+
+    where = default_url().removeprefix("sqlite:///")
+    click.echo(f"audit store: {where} (the default; choose one with --db or {DB_ENV})", err=True)
+    return None
 
 
 def root_option(f: Callable[..., Any]) -> Callable[..., Any]:

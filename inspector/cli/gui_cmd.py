@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
+from inspector.cli.common import DB_ENV, db_option, resolve_db
 from inspector.errors import InspectorError
 
 
 @click.command("gui")
-@click.option("--db", default=None, help="Audit store URL or file (default: the user data folder).")
+@db_option
 @click.option(
     "--model",
     "model_dir",
@@ -29,7 +30,13 @@ def gui_cmd(db: str | None, model_dir: Path | None, demo: bool) -> None:
     Example: inspector gui --demo
     """
     if demo and db:
-        raise InspectorError("--demo uses its own audit store; leave out --db")
+        if click.get_current_context().get_parameter_source("db") is click.core.ParameterSource.ENVIRONMENT:
+            click.echo(f"--demo uses its own audit store; {DB_ENV} is ignored", err=True)
+            db = None
+        else:
+            raise InspectorError("--demo uses its own audit store; leave out --db")
+    elif not demo:
+        db = resolve_db(db)
     # The one place the core reaches up to ``ui``: by name, at run time, so nothing in
     # ``inspector`` imports Qt (import-linter checks static imports; this is deliberate).
     try:

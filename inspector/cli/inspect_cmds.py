@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from inspector.audit import AuditStore, User
-from inspector.cli.common import device_option
+from inspector.cli.common import db_option, device_option, resolve_db
 from inspector.errors import InspectorError
 from inspector.pipeline import Inspector
 from inspector.sources import open_source
@@ -60,10 +60,25 @@ def read_decisions(path: Path) -> dict[str, tuple[str, str | None]]:
     return out
 
 
+def flush_or_stop(store: AuditStore) -> None:
+    """Sends queued records; stops the run when one is held in memory only (neither the database
+    nor the queue folder took it), because ending the process would lose it."""
+    result = store.flush_queue()
+    for line in result.rejected:
+        click.echo(f"refused by the store, kept beside the queue: {line}", err=True)
+    if result.recorded:
+        click.echo(f"{len(result.recorded)} queued record(s) written to the store", err=True)
+    if store.queue.in_memory:
+        raise InspectorError(
+            f"{store.queue.in_memory} record(s) could not be written to the store nor queued in "
+            f"{store.queue.folder}: stopping so nothing more is lost; free the disk and run again"
+        )
+
+
 @click.command("inspect")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--input", "source", required=True, help="Image folder, video file, or camera:N.")
-@click.option("--db", default=None, help="Audit store URL or file (default: the user data folder).")
+@db_option
 @click.option("--station", required=True, help="Station name recorded with every inspection.")
 @click.option("--operator", default=None, help="Operator id whose --decisions are recorded.")
 @click.option(
@@ -95,7 +110,14 @@ def inspect_cmd(
     if (operator is None) != (decisions_csv is None):
         raise InspectorError("--operator and --decisions go together")
     decisions = read_decisions(decisions_csv) if decisions_csv else {}
-    with AuditStore.open(db) as store:
+    with AuditStore.open(resolve_db(db)) as store:
+        inputs = Path(source).resolve()
+        if inputs.is_dir() and store.frames_dir.resolve().is_relative_to(inputs):
+            raise InspectorError(
+                f"the audit store's frame copies ({store.frames_dir}) would land inside the input folder "
+                f"{source}: keep the database elsewhere or set INSPECTOR_FRAMES"
+            )
+        flush_or_stop(store)  # what an earlier run left queued goes first, in order
         user = login(store, operator) if operator else None
         st = Station(store, Inspector.load(model_dir, device), station)
         src = open_source(source)
@@ -114,6 +136,9 @@ def inspect_cmd(
                 n_decided += 1
                 line += f" -> {decision} by {user.id}"
             click.echo(line)
+            if store.queue.in_memory:
+                flush_or_stop(store)
+        flush_or_stop(store)
         c = st.counts
         missing = sorted(set(decisions) - {it.result.source for it in st.items})
         click.echo(
@@ -132,7 +157,7 @@ def models_group() -> None:
 
 @models_group.command("register")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True)
-@click.option("--db", default=None, help="Audit store URL or file.")
+@db_option
 @click.option("--as", "actor", required=True, help="Engineer id (password from INSPECTOR_PASSWORD or a prompt).")
 @click.option("--activate/--no-activate", default=True, show_default=True)
 def register_cmd(model_dir: Path, db: str | None, actor: str, activate: bool) -> None:
@@ -140,7 +165,7 @@ def register_cmd(model_dir: Path, db: str | None, actor: str, activate: bool) ->
 
     Example: inspector models register --model models/pill --db audit.db --as eng1
     """
-    with AuditStore.open(db) as store:
+    with AuditStore.open(resolve_db(db)) as store:
         user = login(store, actor)
         st = Station(store, Inspector.load(model_dir, "cpu"), "registration")
         mid = st.model_version_id or st.register_model(user)
@@ -150,13 +175,13 @@ def register_cmd(model_dir: Path, db: str | None, actor: str, activate: bool) ->
 
 
 @models_group.command("list")
-@click.option("--db", default=None, help="Audit store URL or file.")
+@db_option
 def list_cmd(db: str | None) -> None:
     """List recorded model versions.
 
     Example: inspector models list --db audit.db
     """
-    with AuditStore.open(db) as store:
+    with AuditStore.open(resolve_db(db)) as store:
         active = store.active_model()
         for m in store.models():
             mark = "*" if active is not None and m.id == active.id else " "
@@ -164,7 +189,7 @@ def list_cmd(db: str | None) -> None:
 
 
 @models_group.command("rollback")
-@click.option("--db", default=None, help="Audit store URL or file.")
+@db_option
 @click.option("--as", "actor", required=True, help="Engineer id.")
 @click.option("--reason", required=True, help="Why (recorded).")
 def rollback_cmd(db: str | None, actor: str, reason: str) -> None:
@@ -172,7 +197,7 @@ def rollback_cmd(db: str | None, actor: str, reason: str) -> None:
 
     Example: inspector models rollback --db audit.db --as eng1 --reason "false rejects on line 2"
     """
-    with AuditStore.open(db) as store:
+    with AuditStore.open(resolve_db(db)) as store:
         mid = store.rollback_model(login(store, actor), reason)
         click.echo(f"active model version is now {mid}")
 

@@ -1,8 +1,15 @@
-"""Fixtures for the audit store tests: a fresh store per test, seeded with one user per role."""
+"""Fixtures for the audit store tests: a fresh store per test, seeded with one user per role.
+
+``seeded`` runs each test on SQLite and on PostgreSQL (a throwaway server started once per
+session by ``pg_server``, a fresh database per test). A SQLite-only test says so with
+``@pytest.mark.parametrize("dialect", ["sqlite"])``.
+"""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +30,7 @@ def fast_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
 @dataclass
 class Seeded:
     store: AuditStore
-    path: Path
+    path: Path | str  # the database file, or the owner's URL of a PostgreSQL database
     admin: User
     eng: User
     op: User
@@ -55,7 +62,7 @@ def inspect_one(s: Seeded, i: int, verdict: str = "OK") -> int:
     )
 
 
-def seed(path: Path) -> Seeded:
+def seed(path: Path | str) -> Seeded:
     store = AuditStore.open(path)
     store.add_user(None, "root", "Root Admin", "admin", PASSWORDS["root"])
     admin = store.authenticate("root", PASSWORDS["root"])
@@ -87,15 +94,90 @@ def seed(path: Path) -> Seeded:
     )
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[object]:
+    """One throwaway PostgreSQL server for the whole session (initdb + pg_ctl on loopback).
+
+    Skips only where the binaries are absent and this is not CI; in CI (CI=true) a missing or
+    failing server fails the PostgreSQL tests loudly instead.
+    """
+    import importlib.util
+
+    from inspector.audit.pg_local import LocalPostgres, find_bindir
+
+    missing = [
+        msg
+        for absent, msg in (
+            (importlib.util.find_spec("psycopg") is None, "psycopg missing (pip install 'inspector[postgres]')"),
+            (find_bindir() is None, "no PostgreSQL binaries in /usr/lib/postgresql/*/bin (apt-get install postgresql)"),
+        )
+        if absent
+    ]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail("; ".join(missing))
+        pytest.skip("; ".join(missing))
+    server = LocalPostgres(fsync=False).start()  # raises with the server's own words: a failed test
+    yield server
+    server.stop("immediate")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def new_pg_database(pg: object) -> str:
+    """A fresh database on the session's server; returns the owner's URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    pg.create_database(name)  # type: ignore[attr-defined]
+    return pg.url(name)  # type: ignore[attr-defined]
+
+
 @pytest.fixture
-def seeded(tmp_path: Path) -> Iterator[Seeded]:
-    s = seed(tmp_path / "audit.db")
+def store_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path | str]:
+    """Where a test's store lives: a file for SQLite, an owner URL for PostgreSQL (dropped after)."""
+    if dialect == "sqlite":
+        yield tmp_path / "audit.db"
+        return
+    pg = request.getfixturevalue("pg_server")
+    url = new_pg_database(pg)
+    yield url
+    pg.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def seeded(store_url: Path | str) -> Iterator[Seeded]:
+    s = seed(store_url)
     yield s
     s.store.close()
 
 
-def shell(path: Path, *sql: str, drop_triggers: bool = True) -> None:
-    """Acts like an attacker in the sqlite3 shell: drop the triggers, then run ``sql``."""
+def _pg_shell(url: str, sql: tuple[str, ...], drop_triggers: bool) -> None:
+    """The PostgreSQL owner at psql: drop the (non-internal) triggers, then run ``sql``."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as con:
+            if drop_triggers:
+                rows = con.exec_driver_sql(
+                    "SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                    "WHERE NOT t.tgisinternal"
+                ).fetchall()
+                for name, table in rows:
+                    con.exec_driver_sql(f'DROP TRIGGER "{name}" ON "{table}"')
+            for stmt in sql:
+                con.exec_driver_sql(stmt)
+    finally:
+        engine.dispose()
+
+
+def shell(path: Path | str, *sql: str, drop_triggers: bool = True) -> None:
+    """Acts like an attacker in the sqlite3 shell (or psql as the owner): drop the triggers, then run ``sql``."""
+    if str(path).startswith("postgresql"):
+        _pg_shell(str(path), sql, drop_triggers)
+        return
     con = sqlite3.connect(path, isolation_level=None)
     try:
         if drop_triggers:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
+import pytest
 from conftest import PASSWORDS, Seeded, inspect_one
 
 from inspector.audit import AuditStore
+
+# file locking; PostgreSQL under 8 stations: scripts/stress_central.py
+pytestmark = pytest.mark.parametrize("dialect", ["sqlite"])
 
 PER_PROCESS = 200
 

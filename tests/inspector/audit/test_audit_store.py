@@ -27,7 +27,7 @@ def test_record_and_read_back(seeded: Seeded) -> None:
     assert ins.frame is not None and np.array_equal(ins.frame, frame(3))
     assert ins.anomaly_map is not None
     np.testing.assert_allclose(ins.anomaly_map, amap(3), atol=1e-3)  # float16 storage
-    assert ins.frame_path.is_file() and ins.frame_path.parent.parent.name == "frames"
+    assert ins.frame_path.is_file() and ins.frame_path.parent.parent == seeded.store.frames_dir
     [row] = seeded.store.decisions()
     assert (row.id, row.user_name, row.meaning, row.verdict) == (did, "Ana Op", "reviewed: rejected", "DEFECT")
     assert seeded.store.verify().ok
@@ -57,7 +57,7 @@ def test_disagreeing_decision_needs_reason(seeded: Seeded) -> None:
     seeded.store.record_decision(seeded.op, bad, "accept", reason_text="dust, not a defect")
 
 
-def test_roles_enforced_in_core(seeded: Seeded) -> None:
+def test_roles_enforced_in_core(seeded: Seeded, tmp_path: Path) -> None:
     st, iid = seeded.store, inspect_one(seeded, 1)
     with pytest.raises(PermissionDenied, match="only engineer"):
         st.register_model(
@@ -68,7 +68,7 @@ def test_roles_enforced_in_core(seeded: Seeded) -> None:
     with pytest.raises(PermissionDenied):
         st.set_threshold(seeded.op, seeded.model_id, 0.7, "tighter")
     with pytest.raises(PermissionDenied):
-        st.export_csv(seeded.op, seeded.path.parent / "x.csv")
+        st.export_csv(seeded.op, tmp_path / "x.csv")
     with pytest.raises(PermissionDenied):
         st.add_user(seeded.eng, "mallory", "M", "admin", "password-123")
     with pytest.raises(PermissionDenied, match="users exist"):
@@ -102,6 +102,7 @@ def test_models_thresholds_rollback(seeded: Seeded) -> None:
         st.activate_model(eng, 999, "nope")
 
 
+@pytest.mark.parametrize("dialect", ["sqlite"])  # reads the SQLite file itself
 def test_passwords_hashed_and_failed_login_recorded(seeded: Seeded) -> None:
     with pytest.raises(AuthenticationError):
         seeded.store.authenticate("ana", "wrong-password")
@@ -120,6 +121,7 @@ def test_passwords_hashed_and_failed_login_recorded(seeded: Seeded) -> None:
         seeded.store.add_user(seeded.admin, "bob", "Bob", "operator", "short")
 
 
+@pytest.mark.parametrize("dialect", ["sqlite"])  # PostgreSQL: test_audit_postgres.py
 @pytest.mark.parametrize("table", ["inspections", "decisions", "events", "model_versions", "ledger"])
 def test_append_only_triggers(seeded: Seeded, table: str) -> None:
     iid = inspect_one(seeded, 1)

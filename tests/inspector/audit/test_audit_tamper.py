@@ -116,6 +116,7 @@ def test_truncated_newest(trail: Seeded) -> None:
     assert first(trail)[0] == "truncated"
 
 
+@pytest.mark.parametrize("dialect", ["sqlite"])  # the head file exists for a file database only
 def test_truncated_with_db_head_rewritten_caught_by_sidecar(trail: Seeded) -> None:
     count = trail.store.head().count
     shell(
@@ -127,6 +128,7 @@ def test_truncated_with_db_head_rewritten_caught_by_sidecar(trail: Seeded) -> No
     assert kind == "truncated" and "head file" in str(trail.store.verify().first)
 
 
+@pytest.mark.parametrize("dialect", ["sqlite"])  # the head file exists for a file database only
 def test_checkpoint_catches_truncation_when_all_heads_rewritten(trail: Seeded, tmp_path: Path) -> None:
     cp = tmp_path / "cp.json"
     trail.store.checkpoint(cp)
