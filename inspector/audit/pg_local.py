@@ -35,6 +35,8 @@ def find_bindir() -> Path | None:
     for c in candidates:
         if c and (Path(c) / "pg_ctl").is_file() and (Path(c) / "initdb").is_file():
             return Path(c)
+    if env:
+        return None  # an explicit choice that does not hold is not silently replaced
     found = shutil.which("pg_ctl")
     return Path(found).parent if found and shutil.which("initdb") else None
 
