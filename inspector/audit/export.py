@@ -135,13 +135,15 @@ def write_pdf(rows: Sequence[DecisionView], result: VerifyResult, path: Path, *,
     """A report an auditor can hand on: the verification result first, then one card per
     signature (name and role at signing, UTC time, meaning, reason wrapped over as many pages as
     it needs), broken records and overruled model verdicts marked. Every glyph is embedded."""
+    from xml.sax.saxutils import escape
+
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
     from reportlab.platypus import HRFlowable, Paragraph, SimpleDocTemplate, Spacer
 
-    from inspector.audit.pdf_text import chunks, markup, paragraph_markup, register_fonts
+    from inspector.audit.pdf_text import FONTS, chunks, markup, missing_glyphs, paragraph_markup, register_fonts
 
     register_fonts()
     _open_for_write(path)
@@ -161,6 +163,17 @@ def write_pdf(rows: Sequence[DecisionView], result: VerifyResult, path: Path, *,
         Paragraph(markup(f"Verification: {result.summary()}"), good if result.ok else bad),
         Spacer(1, 2 * mm),
     ]
+    texts = (f"{d.user_name}{d.reason_code or ''}{d.reason_text or ''}{d.source}{d.station}" for d in rows)
+    missing = missing_glyphs("".join(texts))
+    if missing:  # said on the page, so a box is never mistaken for what was signed
+        packages = " ".join(sorted({pkg for _, _, pkg, _ in FONTS}))
+        story.append(
+            Paragraph(
+                f"Warning: {len(missing)} character(s) have no installed font and show as boxes "
+                f"(install {packages}): " + escape(" ".join(f"U+{ord(c):04X}" for c in sorted(missing)[:40])),
+                warn,
+            )
+        )
     for w in result.warnings:
         story.append(Paragraph(markup(f"Warning: {w}"), small))
     for prob in result.problems[:200]:

@@ -1,7 +1,7 @@
 """Least privilege on PostgreSQL: the owner migrates, stations may only add and read records.
 
 The application role gets SELECT and INSERT on the chained tables, plus the two column-level
-UPDATEs the store needs: the head's (seq, hash), which a trigger lets move forward only, and a
+UPDATEs the store needs: the head's (seq, hash, last_at), which a trigger lets move forward only, and a
 user's name/role/active/password (never the id, never a delete; each change is a chained event).
 No DELETE, no TRUNCATE, no DDL: what a station's credentials can do to the trail is append.
 Creating the roles needs a superuser (or CREATEROLE), so those statements are printed for one.
@@ -46,7 +46,7 @@ def grant_statements(app: str, database: str) -> list[str]:
         f"GRANT USAGE ON SCHEMA public TO {app}",
         f"GRANT SELECT, INSERT ON {tables} TO {app}",
         f"GRANT SELECT, INSERT, UPDATE (name, role, active, password_hash) ON users TO {app}",
-        f"GRANT SELECT, UPDATE (seq, hash) ON head TO {app}",
+        f"GRANT SELECT, UPDATE (seq, hash, last_at) ON head TO {app}",
         f"GRANT SELECT ON alembic_version TO {app}",
         f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {app}",
     ]

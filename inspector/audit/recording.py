@@ -23,7 +23,6 @@ from inspector.audit.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from inspector.audit.governance import REASON_MAX, finite, required_text
 from inspector.audit.history import UserState, close
 from inspector.audit.internals import StoreInternals
 from inspector.audit.records import DecisionView, Inspection, User, disagrees
@@ -33,6 +32,7 @@ from inspector.audit.schema import (
     InspectionRow,
     ModelVersionRow,
 )
+from inspector.audit.users import REASON_MAX, finite, required_text
 from inspector.images import frame_sha256
 
 if TYPE_CHECKING:

@@ -93,28 +93,30 @@ def _sidecar(
     return None
 
 
-def _model_problems(
-    store: AuditStore, models: dict[int, dict[str, Any]], active: int | None, warnings: list[str]
-) -> list[chain.Problem]:
-    """Registered model directories that still exist here must match their registration."""
+def _model_problems(store: AuditStore, models: dict[int, dict[str, Any]], active: int | None) -> list[chain.Problem]:
+    """The active model's directory, where it exists here, must still match its registration.
+
+    Only the active one: it is what stations load, and re-hashing every old model's memory bank
+    on each verify would cost more than it tells (an old folder may legitimately be reused).
+    """
     from inspector.audit.model_files import differences
 
-    out = []
-    for mid, m in sorted(models.items()):
-        files = json.loads(m["files_json"]) if m["files_json"] else None
-        if not files or not Path(m["model_dir"]).is_dir():
-            continue  # registered without files (before 0002, or by hand), or kept on another machine
-        diff = differences(m["model_dir"], files)
-        if not diff:
-            continue
-        msg = f"model v{mid}'s directory no longer matches its registration: {diff[0]}"
-        if len(diff) > 1:
-            msg += f" (+{len(diff) - 1} more)"
-        if mid == active:
-            out.append(chain.Problem("edited", "model_files", mid, None, msg + "; stations refuse it"))
-        else:
-            warnings.append(msg + " (not the active model)")
-    return out
+    m = models.get(active) if active is not None else None
+    if m is None or not m["files_json"] or not Path(m["model_dir"]).is_dir():
+        return []  # none active, registered without files (before 0002, by hand), or on another machine
+    diff = differences(m["model_dir"], json.loads(m["files_json"]))
+    if not diff:
+        return []
+    more = f" (+{len(diff) - 1} more)" if len(diff) > 1 else ""
+    return [
+        chain.Problem(
+            "edited",
+            "model_files",
+            active,
+            None,
+            f"model v{active}'s directory no longer matches its registration: {diff[0]}{more}; stations refuse it",
+        )
+    ]
 
 
 def _frame_problems(store: AuditStore, rows: list[Any], full: bool) -> list[chain.Problem]:
@@ -243,7 +245,7 @@ def collect(
     extra += chain.replay_users(users, events)
     extra += _replay(entries, fields)
     models = {rid: f for (table, rid), (_, f) in fields.items() if table == "model_versions"}
-    extra += _model_problems(store, models, stack[-1] if stack else None, warnings)
+    extra += _model_problems(store, models, stack[-1] if stack else None)
     extra += _frame_problems(store, frame_rows, frames)
     result = chain.verify_chain(entries, digests, heads, extra)
     result.warnings = warnings

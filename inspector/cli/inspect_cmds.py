@@ -33,7 +33,7 @@ def read_decisions(path: Path) -> dict[str, tuple[str, str | None]]:
     one-line refusal naming the line, whatever its size (the csv module's own field limit is
     raised for the read so that a huge field is measured, not a crash).
     """
-    from inspector.audit.governance import REASON_MAX
+    from inspector.audit.users import REASON_MAX
 
     if not path.is_file():
         raise InspectorError(f"decisions file not found: {path}")

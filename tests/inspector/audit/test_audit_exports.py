@@ -4,11 +4,10 @@ unless allowed, and then each broken record says so."""
 from __future__ import annotations
 
 import csv
-import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import Seeded, inspect_one
+from conftest import Seeded, inspect_one, shell
 
 from inspector.audit import ChainBroken, ValidationError
 from inspector.audit import recording as recording_mod
@@ -36,10 +35,7 @@ def test_broken_chain_export_refused_then_marked(seeded: Seeded, tmp_path: Path)
     st = seeded.store
     d1 = st.record_decision(seeded.op, inspect_one(seeded, 0), "accept")
     st.record_decision(seeded.op, inspect_one(seeded, 1, "DEFECT"), "accept", reason_text="dust")
-    con = sqlite3.connect(seeded.path, isolation_level=None)
-    con.execute("DROP TRIGGER decisions_no_update")
-    con.execute(f"UPDATE decisions SET reason_code = 'x' WHERE id = {d1}")
-    con.close()
+    shell(seeded.path, f"UPDATE decisions SET reason_code = 'x' WHERE id = {d1}")
     out = tmp_path / "log.csv"
     with pytest.raises(ChainBroken, match="export refused"):
         st.export_csv(seeded.aud, out)

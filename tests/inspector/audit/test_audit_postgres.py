@@ -155,9 +155,9 @@ def _inspect(s: Seeded, **kw: Any) -> int:
         (lambda s: _inspect(s, station="line\x001"), "station name contains a NUL"),
         (lambda s: _inspect(s, source="cam\x00"), "source contains a NUL"),
         (lambda s: _inspect(s, frame_index=2**31), "frame index 2147483648 is out of range"),
-        (lambda s: s.store.record_decision(s.op, 1, "accept", reason_code="C" * 65), "reason code is 65 char"),
+        (lambda s: s.store.record_decision(s.op, 1, "accept", reason_code="C" * 65), "reason code has more than 64 characters"),
         (lambda s: s.store.record_decision(s.op, 1, "reject", reason_text="scr\x00atch"), "reason text contains"),
-        (lambda s: s.store.add_user(s.admin, "bob", "B" * 201, "operator", "password-123"), "name \\(users\\) is 201"),
+        (lambda s: s.store.add_user(s.admin, "bob", "B" * 201, "operator", "password-123"), "name has 201 characters; the limit is 200"),
         (lambda s: s.store.activate_model(s.eng, s.model_id, "why\x00"), "contains a NUL"),
     ],
 )
@@ -234,8 +234,12 @@ def test_migrate_station_store_into_central(seeded: Seeded, pg_server: Any, tmp_
         assert ins.frame is not None and ins.frame_path.is_relative_to(tmp_path / "shared-frames")
         with pytest.raises(ValidationError, match="fresh store"):
             migrate(seeded.store, central)
-        new = central.record_decision(central.authenticate("ana", PASSWORDS["ana"]), 1, "accept")
-        assert new == 4 and central.verify().ok  # sequences moved past the copied ids
+        fresh = central.record_inspection(
+            station="line-1", source="cam0", frame_index=9, frame=frame(9), model_version_id=seeded.model_id,
+            score=0.1, threshold=0.5, verdict="OK", anomaly_map=amap(9),
+        )  # fmt: skip
+        new = central.record_decision(central.authenticate("ana", PASSWORDS["ana"]), fresh, "accept")
+        assert fresh == 4 and new == 4 and central.verify().ok  # sequences moved past the copied ids
 
 
 @pg_only

@@ -29,7 +29,7 @@ def test_0001_store_upgrades_and_verifies(legacy: Path) -> None:
         res = st.verify()
         assert res.ok, res.summary()
         con = sqlite3.connect(legacy)
-        assert con.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+        assert con.execute("SELECT version_num FROM alembic_version").fetchone() == ("0003",)
         kinds = [r[0] for r in con.execute("SELECT kind FROM events ORDER BY id")]
         con.close()
         assert kinds.count("schema_upgraded") == 1

@@ -77,7 +77,8 @@ def test_inspect_flushes_the_queue_at_start(seeded: Seeded, trained_tiny: Path, 
     root, manifest, _ = synthetic_pills
     iid = inspect_one(seeded, 0, "REVIEW")
     seeded.store.queue.put(
-        {"kind": "decision", "uid": "f" * 32, "actor": "ana", "inspection_id": iid, "decision": "accept",
+        {"kind": "decision", "uid": "f" * 32, "actor": "ana", "session": seeded.op.session_id,
+         "inspection_id": iid, "decision": "accept",
          "reason_code": None, "reason_text": None, "supersedes": None, "created_at": "2026-01-01T00:00:00+00:00",
          "store_id": seeded.store.store_id}
     )  # fmt: skip
