@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from inspector.audit import queries
 from inspector.audit.errors import NotFound, ValidationError
-from inspector.audit.governance import required_text
+from inspector.audit.users import required_text
 from inspector.audit.records import DecisionView, User
 from inspector.audit.roles import Action
 from inspector.audit.schema import EventRow
@@ -100,7 +100,8 @@ def confirm(
         raise ValidationError("only a defect example has a defect type")
 
     def fn(s: Session) -> int:
-        by = store._require(s, actor, Action.REGISTER_MODEL).id
+        store._require(s, actor, Action.REGISTER_MODEL)
+        by = actor.id
         v = _open_candidate(store, s, decision_id)
         return store._event(
             s,
@@ -122,7 +123,8 @@ def dismiss(store: AuditStore, actor: User, decision_id: int, reason: str) -> in
     why = required_text("reason", reason)
 
     def fn(s: Session) -> int:
-        by = store._require(s, actor, Action.REGISTER_MODEL).id
+        store._require(s, actor, Action.REGISTER_MODEL)
+        by = actor.id
         v = _open_candidate(store, s, decision_id)
         return store._event(s, DISMISSED, by, decision_id=decision_id, inspection_id=v.inspection_id, reason=why)
 
@@ -133,7 +135,8 @@ def record_event(store: AuditStore, actor: User, action: Action, kind: str, **de
     """Appends one governance event (golden set, evaluation, signature) after a role check."""
 
     def fn(s: Session) -> int:
-        by = store._require(s, actor, action).id
+        store._require(s, actor, action)
+        by = actor.id
         return store._event(s, kind, by, **details)
 
     return store._write(fn)
