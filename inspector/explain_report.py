@@ -155,7 +155,7 @@ def build_report(
     head, head_paths, head_note = _head_and_items(inspector, manifest, root, seed)
     say(head_note)
     wanted = list(methods or explainers.names())
-    settings = {"samples": samples}
+    settings = {"samples": samples, "gradient_samples": 8}
     explainer = Explainer(inspector, head, reference=[fill])
     twin = Inspector(inspector.model.with_random_backbone(seed + 1), inspector.thresholds, inspector.info)
     random_backbone = Explainer(twin, head, reference=[fill])
