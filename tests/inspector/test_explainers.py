@@ -206,3 +206,12 @@ def with_head(trained_tiny: Path, synthetic_pills, tmp_path_factory: pytest.Temp
     d = Path(shutil.copytree(trained_tiny, tmp_path_factory.mktemp("head") / "model"))
     train_defect_head(d, manifest, root, share=0.5)
     return d
+
+
+def test_auditor_caption_says_which_explanation_was_shown_and_how_it_was_judged() -> None:
+    from inspector.app_logic.auditor import explanation_note
+
+    rec = {"explain_report": {"shown_on_every_frame": "gradcam", "verdicts": {"gradcam": "decoration"}}}
+    rec["explain_report"]["json_sha256"] = "ab" * 32
+    assert explanation_note(rec) == " - explanation shown: gradcam, judged 'decoration' (explanation report abababababab)"
+    assert "not judged" in explanation_note({})
