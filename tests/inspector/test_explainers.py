@@ -213,5 +213,6 @@ def test_auditor_caption_says_which_explanation_was_shown_and_how_it_was_judged(
 
     rec = {"explain_report": {"shown_on_every_frame": "gradcam", "verdicts": {"gradcam": "decoration"}}}
     rec["explain_report"]["json_sha256"] = "ab" * 32
-    assert explanation_note(rec) == " - explanation shown: gradcam, judged 'decoration' (explanation report abababababab)"
+    expected = " - explanation shown: gradcam, judged 'decoration' (explanation report abababababab)"
+    assert explanation_note(rec) == expected
     assert "not judged" in explanation_note({})
