@@ -186,6 +186,7 @@ class Checks:
         fill: np.ndarray,
         settings: dict[str, Any],
         seed: int = 0,
+        max_checks: int | None = None,
     ) -> None:
         self.explainer = explainer
         self.random_backbone = random_backbone
@@ -194,6 +195,7 @@ class Checks:
         self.fill = to_batch([fill], self.size)
         self.settings = settings
         self.seed = seed
+        self.max_checks = max_checks  # sanity and stability on at most this many defective images
 
     def run(self, methods: Sequence[str], defective: list[Sample], masked: list[Sample]) -> list[MethodFigures]:
         methods = [m for m in methods if explainers.get(m).target == "score" or self.explainer.head is not None]
@@ -205,8 +207,9 @@ class Checks:
             figs[m].agreement = _mean([agreement(e.maps["anomaly"], e.maps[m]) for e in base if m in e.maps])
         self._localisation(figs, methods, masked, base if masked is defective else None)
         self._faithfulness(figs, methods, defective, base)
-        self._sanity(figs, methods, defective, base)
-        self._stability(figs, methods, defective, base)
+        n = self.max_checks or len(defective)
+        self._sanity(figs, methods, defective[:n], base[:n])
+        self._stability(figs, methods, defective[:n], base[:n])
         return list(figs.values())
 
     def _empty(self, m: str) -> MethodFigures:

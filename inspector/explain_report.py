@@ -136,6 +136,7 @@ def build_report(
     *,
     limit: int = 4,
     samples: int = 64,
+    max_checks: int | None = None,
     seed: int = 0,
     methods: Sequence[str] | None = None,
     device: str = "cpu",
@@ -166,7 +167,7 @@ def build_report(
         raise ReportError(f"{manifest_path}: no defective test images to explain")
     where = "pasted" if masked and masked[0].pasted else "masked"
     say(f"{len(defective)} defective images; localisation on {len(masked)} {where}")
-    checks = Checks(explainer, random_backbone, shuffled_explainer, fill, settings, seed)
+    checks = Checks(explainer, random_backbone, shuffled_explainer, fill, settings, seed, max_checks)
     figures = checks.run(wanted, defective, masked)
     blob_auroc = checks.blob_localisation(masked)
     judge_all(figures, blob_auroc)
@@ -190,6 +191,7 @@ def build_report(
             "limit_per_class": limit,
             "seed": seed,
             "lime_shap_samples": samples,
+            "sanity_and_stability_on": min(max_checks or len(defective), len(defective)),
         },
         "defect_head": head_note,
         "shown_on_every_frame": shown,

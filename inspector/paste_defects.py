@@ -5,7 +5,8 @@ real defects. Pasting a defect of known shape onto a good image of the same prod
 mask while keeping the product, lighting and camera real. Two kinds, drawn in the spirit of
 ``inspector.synthetic``: a dark spot (dirt, a speck) and a thin dark scratch (a crack, a
 scuff). They land on the product: where the image is brighter than its own median when the
-product is a bright part on a dark ground (pills), anywhere in the central area otherwise.
+product is a bright part on a dark ground (pills), anywhere but a thin margin otherwise
+(surfaces). Uniformly there: a centred blob must not win by where defects are put.
 """
 
 from __future__ import annotations
@@ -17,18 +18,20 @@ KINDS = ("spot", "scratch")
 
 
 def _product_area(image: np.ndarray) -> np.ndarray:
-    """Where a defect may land: the bright part of a part-on-background image, else the centre."""
+    """Where a defect may land: the bright part of a part-on-background image, else the whole frame
+    but a margin of a tenth of its side (so the defect is whole), never biased towards the centre."""
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
     h, w = gray.shape
-    centre = np.zeros((h, w), bool)
-    centre[h // 5 : h - h // 5, w // 5 : w - w // 5] = True
+    m = max(2, min(h, w) // 10)
+    frame = np.zeros((h, w), bool)
+    frame[m : h - m, m : w - m] = True
     bright = gray > np.median(gray) + 0.5 * gray.std()
     # A part on a background: the bright area is a sizeable, not all-covering share of the frame.
     if 0.1 < bright.mean() < 0.7:
         inner = cv2.erode(bright.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
-        if (inner & centre).sum() > 50:
-            return inner & centre
-    return centre
+        if (inner & frame).sum() > 50:
+            return inner & frame
+    return frame
 
 
 def paste_defect(image: np.ndarray, rng: np.random.Generator, kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -128,6 +128,7 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="only print the table of the reports already made")
     ap.add_argument("--cost", action="store_true", help="also time the every-frame path")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--checks", type=int, default=None, help="sanity/stability on at most this many defective images")
     args = ap.parse_args()
     os.environ.setdefault("INSPECTOR_NO_PROGRESS", "1")
     if args.table:
@@ -149,6 +150,7 @@ def main() -> None:
             args.workdir / name,
             limit=args.limit,
             samples=args.samples,
+            max_checks=args.checks,
             record=False,
             progress=lambda msg, n=name: print(f"[{n}] {msg}", flush=True),
         )

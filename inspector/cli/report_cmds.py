@@ -16,6 +16,7 @@ from inspector.cli.common import device_option, root_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Default: the model directory.")
 @click.option("--limit", type=click.IntRange(1), default=4, show_default=True, help="Test images per class.")
 @click.option("--samples", type=click.IntRange(8), default=64, show_default=True, help="LIME/KernelSHAP samples.")
+@click.option("--checks", type=click.IntRange(1), help="Sanity and stability on at most this many defective images.")
 @click.option("--method", "raw_methods", multiple=True, help="Only these methods (default: every registered one).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-record", is_flag=True, help="Do not record the report's hash in the model's model.json.")
@@ -27,6 +28,7 @@ def explain_report_cmd(
     out: Path | None,
     limit: int,
     samples: int,
+    checks: int | None,
     raw_methods: tuple[str, ...],
     seed: int,
     no_record: bool,
@@ -53,6 +55,7 @@ def explain_report_cmd(
         out or model_dir,
         limit=limit,
         samples=samples,
+        max_checks=checks,
         seed=seed,
         methods=methods,
         device=device,
@@ -65,4 +68,3 @@ def explain_report_cmd(
         ms = "-" if m["ms"] is None else f"{m['ms']:.0f}"
         click.echo(f"{m['name']:20s} {m['verdict']:16s} pixel AUROC {auroc:>5s}  sanity {sanity:>5s}  {ms:>5s} ms")
     click.echo(f"wrote {r.pdf_path} and {r.json_path} (sha256 {r.sha256[:16]}...)")
-
