@@ -1,6 +1,8 @@
 """Explanations of a frame's verdict, Qt-free: anomaly map, Grad-CAM, defect type, agreement.
 
 ``Explainer`` wraps an ``Inspector`` and hands back plain numpy results, like the pipeline does.
+The methods themselves are the registry's (``inspector.explainers``, one file per method); this
+module runs the inspection pass they share and times each one.
 Every map comes back at the frame's size. The anomaly map is in score units; the other maps
 have no calibrated unit (Grad-CAM is gradient x activation), so they are kept as shapes with a
 peak of 1 and shown (``Explanation.display``) with zero at the colour scale's floor and the peak

@@ -33,9 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 from scipy.stats import spearmanr
@@ -45,6 +43,7 @@ sys.path.insert(0, str(PROJECT))
 
 from inspector.evaluation import _load_masks  # noqa: E402
 from inspector.explain import Explainer, agreement, train_defect_head  # noqa: E402
+from inspector.faithfulness import FRACTIONS, deletion_curve  # noqa: E402
 from inspector.manifest import Manifest, load_manifest  # noqa: E402
 from inspector.metrics import image_auroc, pixel_auroc  # noqa: E402
 from inspector.pipeline import Inspector  # noqa: E402
@@ -52,8 +51,6 @@ from inspector.preprocess import to_batch  # noqa: E402
 from inspector.training import load_items  # noqa: E402
 from models.explain import anomaly_grad_cam, blur_images  # noqa: E402
 from models.patchcore.anomaly_map import smooth  # noqa: E402
-
-FRACTIONS = np.array([0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5])
 
 
 def pick(manifest: Manifest, limit: int, seed: int) -> list:
@@ -70,37 +67,6 @@ def pick(manifest: Manifest, limit: int, seed: int) -> list:
 def blob(size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) - (size - 1) / 2
     return np.exp(-(xx**2 + yy**2) / (2 * (size / 4) ** 2))
-
-
-def deletion_masks(ranking: np.ndarray) -> torch.Tensor:
-    """(len(FRACTIONS), 1, H, W) binary masks of the top-ranked pixels, 0 to 50 % of the image."""
-    order = np.argsort(-ranking.ravel(), kind="stable")
-    masks = np.zeros((len(FRACTIONS), ranking.size), np.float32)
-    for k, f in enumerate(FRACTIONS):
-        masks[k, order[: int(round(f * ranking.size))]] = 1
-    return torch.from_numpy(masks.reshape(len(FRACTIONS), 1, *ranking.shape))
-
-
-def inpaint(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Each mask's pixels of the (1, 3, H, W) image filled from their surroundings (Telea, radius 3 px)."""
-    img = (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    out = [cv2.inpaint(img, (m[0].numpy() > 0).astype(np.uint8), 3, cv2.INPAINT_TELEA) for m in masks]
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
-
-
-def deletion_curve(
-    model, x: torch.Tensor, ranking: np.ndarray, fill: torch.Tensor | Literal["inpaint"], feather: float = 0.0
-) -> np.ndarray:
-    """Normalised scores while the top-ranked pixels are replaced by ``fill``, 0 to 50 % of the image.
-
-    ``feather`` > 0 softens the masks with a Gaussian of that many pixels, so the fill meets the
-    image without a sharp seam: a seam is itself an anomaly to PatchCore.
-    """
-    masks = deletion_masks(ranking)
-    replacement = inpaint(x, masks) if isinstance(fill, str) else fill
-    soft = smooth(masks, feather).clamp(0, 1) if feather > 0 else masks
-    scores = model.predict(x * (1 - soft) + replacement * soft).score.cpu().numpy()
-    return scores / max(scores[0], 1e-12)
 
 
 def timed(fn, repeat: int) -> float:
@@ -185,6 +151,10 @@ def bench(
     # points. A good training image's pixels at the same place are the in-distribution "removal".
     good = to_batch(load_items(manifest.split("train")[:1], root), size) if fill == "good" else None
     dele: dict[str, list[np.ndarray]] = {}
+
+    def output(batch: torch.Tensor) -> np.ndarray:
+        return model.predict(batch).score.cpu().numpy()
+
     for i in bad[:n_delete]:
         x = to_batch([images[i]], size)
         replacement = good if good is not None else "inpaint" if fill == "inpaint" else blur_images(x, sigma)
@@ -198,7 +168,7 @@ def bench(
             "LeRF": -amaps[i],
         }
         for key, ranking in rankings.items():
-            dele.setdefault(key, []).append(deletion_curve(model, x, ranking, replacement, feather))
+            dele.setdefault(key, []).append(deletion_curve(output, x, ranking, replacement, feather))
     auc = {k: [float(np.trapezoid(c, FRACTIONS) / FRACTIONS[-1]) for c in v] for k, v in dele.items()}
     at5 = {k: [float(c[list(FRACTIONS).index(0.05)]) for c in v] for k, v in dele.items()}
     how = f"{fill}, masks feathered {feather:g} px" if feather > 0 else fill

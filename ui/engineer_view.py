@@ -122,7 +122,8 @@ class EngineerWidget(QWidget):
         lay.addWidget(self.models_table, 1)
         row = QHBoxLayout()
         buttons = (("Evaluate", self.evaluate_selected), ("Compare selected", self.compare_selected),
-                   ("Activate…", self.activate_selected), ("Roll back…", self.rollback))
+                   ("Activate…", self.activate_selected), ("Roll back…", self.rollback),
+                   ("Explanations…", self.show_explanations))
         for text, slot in buttons:
             b = QPushButton(text)
             b.clicked.connect(slot)
@@ -191,6 +192,22 @@ class EngineerWidget(QWidget):
         worker.finished.connect(finished)
         self._busy(True)
         worker.start()
+
+    def show_explanations(self) -> None:
+        """The selected model's explanation report (verdicts, decision boundary) in its own window."""
+        from inspector.app_logic.explanations import read_explain_report
+        from ui.widgets.explain_verdicts import ExplainVerdictsWidget
+
+        ids = self.selected_models()
+        model = next((m for m in self.models if ids and m.id == ids[0]), None)
+        if model is None:
+            self.message("select a model version to see its explanation report", error=True)
+            return
+        self.explanations = ExplainVerdictsWidget()
+        self.explanations.setWindowTitle(f"Explanations: model {model.id}")
+        self.explanations.show_report(read_explain_report(model.model_dir))
+        self.explanations.resize(960, 720)
+        self.explanations.show()
 
     def selected_models(self) -> list[int]:
         rows = sorted({i.row() for i in self.models_table.selectedIndexes()})

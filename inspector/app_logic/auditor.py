@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from inspector import explainers
 from inspector.audit import AuditStore
 from inspector.overlay import panels
 
@@ -54,13 +55,27 @@ def recorded_view(store: AuditStore, inspection_id: int, display: int = 280) -> 
         caption = f"{FRAME_MISMATCH} (recorded sha256 {rec.frame_sha256[:16]}): {caption}"
         header = f"{header} - {FRAME_MISMATCH}"
     try:
-        th = store.model(rec.model_version_id).thresholds
+        model = store.model(rec.model_version_id)
+        th = model.thresholds
         low, high = float(th.get("map_low", 0.0)), float(th.get("map_high", rec.threshold * 1.5))
+        caption += explanation_note(model.metrics)
     except Exception:
         low, high = 0.0, rec.threshold * 1.5
     maps: list[tuple[str, np.ndarray, float, float, float | None]] = []
     if rec.anomaly_map is not None:
         maps.append(("anomaly map", rec.anomaly_map, low, max(high, low + 1e-6), rec.threshold))
     if rec.gradcam is not None:  # recorded in score units (Explanation.display)
-        maps.append(("Grad-CAM", rec.gradcam, low, max(high, low + 1e-6), None))
+        title = explainers.get(explainers.every_frame_method()).title
+        maps.append((title, rec.gradcam, low, max(high, low + 1e-6), None))
     return panels(rec.frame, maps, header=header, display=display), caption
+
+
+def explanation_note(metrics: dict[str, Any]) -> str:
+    """Which explanation the operator was shown and the report that judged it, from the model's record."""
+    rep = metrics.get("explain_report") if isinstance(metrics, dict) else None
+    if not isinstance(rep, dict):
+        return " - explanation shown: not judged (no explanation report recorded with this model)"
+    shown = rep.get("shown_on_every_frame", "?")
+    verdict = rep.get("verdicts", {}).get(shown, "?")
+    digest = str(rep.get("json_sha256", ""))[:12]
+    return f" - explanation shown: {shown}, judged '{verdict}' (explanation report {digest})"

@@ -69,9 +69,11 @@ def default_explainer(inspector: Any) -> ExplainFn | None:
     leaves that frame without one; the station keeps inspecting.
     """
     try:
+        from inspector import explainers
         from inspector.explain import Explainer
     except ImportError:
         return None
+    method = explainers.every_frame_method()  # the registry's fast method of the inspection pass
     try:
         explainer = Explainer.load(inspector)
     except Exception:  # no usable explainer: the view says "not available"
@@ -79,10 +81,10 @@ def default_explainer(inspector: Any) -> ExplainFn | None:
 
     def explain(result: Any) -> tuple[np.ndarray | None, dict[str, Any]]:
         try:
-            e = explainer.explain(result.image, ("gradcam",))
+            e = explainer.explain(result.image, (method,))
         except Exception as exc:
             return None, {"explain_error": str(exc)}
-        return e.display("gradcam"), {
+        return e.display(method), {
             "defect_type": e.defect_type,
             "defect_probability": e.defect_probability,
             "agreement": e.agreement,

@@ -183,5 +183,7 @@ def train_defects_cmd(
 
 
 def register(main: click.Group) -> None:
-    for cmd in (explain_cmd, explain_methods_cmd, train_defects_cmd):
+    from inspector.cli.report_cmds import explain_report_cmd  # click only: start-up stays light
+
+    for cmd in (explain_cmd, explain_methods_cmd, explain_report_cmd, train_defects_cmd):
         main.add_command(cmd)

@@ -19,27 +19,33 @@ from models.patchcore.model import PatchCore
 
 
 @torch.no_grad()
-def defect_cam(
-    model: PatchCore, head: DefectHead, images: torch.Tensor, class_index: int, *, sigma: float = 0.0
-) -> torch.Tensor:
-    """CAM of one defect class: (B, H, W), >= 0, in logit units per cell."""
+def cam_parts(model: PatchCore, head: DefectHead, images: torch.Tensor, class_index: int) -> list[torch.Tensor]:
+    """Per stage, the class logit's feature part per cell: (B, h, w) maps whose spatial means sum
+    to ``linear.weight[k] . (pooled * feature_scale)``, i.e. the logit less its constant terms."""
     images = images.to(model.mean.device)
     feats = model.extractor(model.normalize(images))
     w = head.linear.weight[class_index] * head.feature_scale
-    size = images.shape[-2:]
-    total = torch.zeros(images.shape[0], *size, device=images.device)
-    offset = 0
+    parts, offset = [], 0
     for layer in head.layers:
         f = feats[layer].float()
         b, c, h, wd = f.shape
         w_mean, w_max = w[offset : offset + c], w[offset + c : offset + 2 * c]
         offset += 2 * c
         part = torch.einsum("bchw,c->bhw", f, w_mean)
-        flat = f.reshape(b, c, -1)
-        peak, where = flat.max(dim=2)
+        peak, where = f.reshape(b, c, -1).max(dim=2)
         spikes = torch.zeros(b, h * wd, device=f.device)
         spikes.scatter_add_(1, where, peak * w_max)
-        part = part + spikes.reshape(b, h, wd) * (h * wd)  # so the map's spatial mean is the logit's part
+        parts.append(part + spikes.reshape(b, h, wd) * (h * wd))  # so the map's spatial mean is the logit's part
+    return parts
+
+
+def defect_cam(
+    model: PatchCore, head: DefectHead, images: torch.Tensor, class_index: int, *, sigma: float = 0.0
+) -> torch.Tensor:
+    """CAM of one defect class: (B, H, W), >= 0, in logit units per cell."""
+    size = images.shape[-2:]
+    total = torch.zeros(images.shape[0], *size, device=model.mean.device)
+    for part in cam_parts(model, head, images, class_index):
         total += F.interpolate(part.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
     if sigma > 0:
         total = smooth(total.unsqueeze(1), sigma).squeeze(1)
