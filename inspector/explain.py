@@ -164,11 +164,16 @@ class Explainer:
         self.model = inspector.model
         self.head = defect_head.to(inspector.device) if defect_head is not None else None
         self.layer = layer
+        self.type_gate: Any = None  # issue 16: the open-set gate ("unknown type"), set by load()
 
     @classmethod
     def load(cls, inspector: Inspector, layer: str | None = None) -> Explainer:
         """An explainer with the defect head saved next to the model, where there is one."""
-        return cls(inspector, load_defect_head(inspector), layer)
+        from inspector.defect_types import load_type_gate
+
+        explainer = cls(inspector, load_defect_head(inspector), layer)
+        explainer.type_gate = load_type_gate(inspector.info.model_dir)
+        return explainer
 
     @property
     def has_defect_classifier(self) -> bool:
@@ -226,6 +231,9 @@ class Explainer:
         agree = agreement(maps["anomaly"], maps["gradcam"]) if "gradcam" in maps else None
         # The head only knows defect types: on a part judged OK its best guess would mislead.
         kind = self.head.classes[best] if self.head is not None and best is not None and verdict != "OK" else None
+        if self.type_gate is not None and verdict != "OK":  # a type the gate does not trust is "unknown type"
+            pooled = extract_pooled(self.model, [x], self.head.layers if self.head else None)
+            kind = self.type_gate.decide(pooled, logits, self.head.classes if self.head else ())[0].name
         return Explanation(
             score,
             self.inspector.thresholds.decision,
@@ -235,7 +243,7 @@ class Explainer:
             self.inspector.thresholds.map_low,
             agree,
             kind,
-            probs[kind] if kind else None,
+            probs.get(kind) if kind else None,
             probs,
         )
 
