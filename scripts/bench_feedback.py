@@ -96,7 +96,7 @@ def main() -> None:
             "rows_added": rep.rows_added,
             "drift": round(rep.drift, 4),
             "restandardized": rep.restandardized,
-            "update_parts_s": {k: round(v, 2) for k, v in rep.seconds.items()},
+            "update_parts_cpu_s": {k: round(v, 2) for k, v in rep.seconds.items()},
         }
         if step == 3:
             row["auroc_incremental"] = auroc(inc)
