@@ -139,6 +139,9 @@ def run(root: Path, manifest_path: Path, work: Path, seed: int) -> dict:
         return [d.name for d in classify(Inspector.load(model_dir, "cpu"), load_items(items, root))]
 
     v1_chip, v2_chip = names(v1, chip_held), names(v2, chip_held)
+    confirmed = {c.decision.source for c in chip_cands[:10]}
+    unconfirmed = [it for i, it in enumerate(chip_stream) if f"{i:03d}{Path(it.path).suffix}" not in confirmed]
+    v2_unconfirmed = names(v2, unconfirmed)
     v1_dirt, v2_dirt = names(v1, dirt_held), names(v2, dirt_held)
 
     print("5. promotion: a degraded candidate is refused; version 2 is signed and activated", flush=True)
@@ -171,6 +174,8 @@ def run(root: Path, manifest_path: Path, work: Path, seed: int) -> dict:
         "v1_heldout_chip_unknown": share(v1_chip, "unknown type"),
         "v2_heldout_chip_accuracy": share(v2_chip, "chip"),
         "v2_on_heldout_chip": dict(Counter(v2_chip)),
+        "v2_chip_accuracy_on_stream_chips_not_confirmed": share(v2_unconfirmed, "chip"),
+        "n_stream_chips_not_confirmed": len(unconfirmed),
         "v1_heldout_dirt_accuracy": share(v1_dirt, "dirt"),
         "v2_heldout_dirt_accuracy": share(v2_dirt, "dirt"),
         "n_heldout": {"chip": len(chip_held), "dirt": len(dirt_held)},

@@ -6,13 +6,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import PASSWORDS, Seeded, inspect_one
 
 from inspector.audit import NotFound, PermissionDenied, ValidationError
 from inspector.audit.feedback import candidates, confirm, dismiss, events
 from inspector.cli import main
 from inspector.feedback_data import confirmed_good_manifest
-
-from conftest import PASSWORDS, Seeded, inspect_one
 
 
 def _decide(s: Seeded, i: int, verdict: str, decision: str, code: str | None = None, text: str | None = None) -> int:
