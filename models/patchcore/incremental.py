@@ -99,7 +99,7 @@ def embed_rows(model: PatchCore, images: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def knn_sq(
-    queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, k: int = 1, chunk: int = 1024
+    queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, k: int = 1, chunk: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared distances and indices of the ``k`` nearest bank rows, without autograd.
 
