@@ -173,13 +173,18 @@ class Explainer:
         # Good images: the in-distribution "off" for LIME/SHAP; without them a light blur is used.
         size = self.model.config.input_size
         self.reference = to_batch(list(reference), size).to(inspector.device) if reference else None
+        self.type_gate: Any = None  # issue 16: the open-set gate ("unknown type"), set by load()
 
     @classmethod
     def load(
         cls, inspector: Inspector, layer: str | None = None, reference: Sequence[np.ndarray] | None = None
     ) -> Explainer:
         """An explainer with the defect head saved next to the model, where there is one."""
-        return cls(inspector, load_defect_head(inspector), layer, reference)
+        from inspector.defect_types import load_type_gate
+
+        explainer = cls(inspector, load_defect_head(inspector), layer, reference)
+        explainer.type_gate = load_type_gate(inspector.info.model_dir)
+        return explainer
 
     @property
     def has_defect_classifier(self) -> bool:
@@ -240,6 +245,9 @@ class Explainer:
         agree = agreement(maps["anomaly"], maps["gradcam"]) if "gradcam" in maps else None
         # The head only knows defect types: on a part judged OK its best guess would mislead.
         kind = self.head.classes[best] if self.head is not None and best is not None and verdict != "OK" else None
+        if self.type_gate is not None and verdict != "OK":  # a type the gate does not trust is "unknown type"
+            pooled = extract_pooled(self.model, [x], self.head.layers if self.head else None)
+            kind = self.type_gate.decide(pooled, logits, self.head.classes if self.head else ())[0].name
         return Explanation(
             score,
             self.inspector.thresholds.decision,
@@ -249,7 +257,7 @@ class Explainer:
             self.inspector.thresholds.map_low,
             agree,
             kind,
-            probs[kind] if kind else None,
+            probs.get(kind) if kind else None,
             probs,
         )
 

@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=data / "crack")
     ap.add_argument("--manifest", type=Path, default=ROOT / "data_manifests" / "crack.json")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, both sides (1: least hurt by a busy host)")
     args = ap.parse_args()
     if not args.root.is_dir():
         sys.exit(f"crack data not found at {args.root} (give --root)")
@@ -59,14 +59,14 @@ def main() -> None:
         scores, _ = score_batches(model, item_batches(test, args.root, size, 32))
         return float(image_auroc(scores, labels))
 
-    def full_fit(items: list) -> tuple[PatchCore, float]:
+    def full_fit(items: list) -> tuple[PatchCore, float, float]:
         torch.manual_seed(config.seed)
         model = PatchCore(config)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         model.fit(item_batches(items, args.root, size, 16))
-        return model, time.perf_counter() - t
+        return model, time.perf_counter() - t, time.process_time() - c
 
-    base, base_s = full_fit(train[:200])
+    base, base_s, _ = full_fit(train[:200])
     patches = int(base.embed(torch.zeros(1, 3, size, size)).shape[-1] ** 2)
     stats = PatchStatistics.of_model(base, 200 * patches)
     inc = copy.deepcopy(base)
@@ -78,22 +78,25 @@ def main() -> None:
         n_images = 250 + 50 * step
         if step == 3:
             snapshot = (copy.deepcopy(inc), copy.deepcopy(stats))
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         rep = add_images(inc, item_batches(batch, args.root, size, 16), stats)
-        upd_s = time.perf_counter() - t
-        full, full_s = full_fit(train[:n_images])
+        upd_s, upd_cpu = time.perf_counter() - t, time.process_time() - c
+        full, full_s, full_cpu = full_fit(train[:n_images])
         row = {
             "images": n_images,
             "update_s": round(upd_s, 2),
             "full_refit_s": round(full_s, 2),
             "speedup": round(full_s / upd_s, 1),
+            "update_cpu_s": round(upd_cpu, 2),
+            "full_refit_cpu_s": round(full_cpu, 2),
+            "speedup_cpu": round(full_cpu / upd_cpu, 1),
             "bank_incremental": int(inc.memory_bank.shape[0]),
             "bank_full": int(full.memory_bank.shape[0]),
             "bank_rule": full_refit_rows(inc, n_images * patches),
             "rows_added": rep.rows_added,
             "drift": round(rep.drift, 4),
             "restandardized": rep.restandardized,
-            "update_parts_s": {k: round(v, 2) for k, v in rep.seconds.items()},
+            "update_parts_cpu_s": {k: round(v, 2) for k, v in rep.seconds.items()},
         }
         if step == 3:
             row["auroc_incremental"] = auroc(inc)
@@ -123,6 +126,7 @@ def main() -> None:
         "auroc_full_400": final["auroc_full"],
         "auroc_gap": round(abs(final["auroc_incremental"] - final["auroc_full"]), 4),
         "min_speedup": min(r["speedup"] for r in rows),
+        "min_speedup_cpu": min(r["speedup_cpu"] for r in rows),
         "max_bank_gap": max(abs(r["bank_incremental"] - r["bank_full"]) / r["bank_full"] for r in rows),
         "steps": rows,
         "remove": remove_row,
@@ -132,7 +136,8 @@ def main() -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "steps"}, indent=1))
     print(
         f"met: AUROC gap <= 0.002: {summary['auroc_gap'] <= 0.002}; every update >= 10x faster: "
-        f"{summary['min_speedup'] >= 10}; bank within 10%: {summary['max_bank_gap'] <= 0.10}"
+        f"{summary['min_speedup'] >= 10} (wall), {summary['min_speedup_cpu'] >= 10} (CPU time); "
+        f"bank within 10%: {summary['max_bank_gap'] <= 0.10}"
     )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n")

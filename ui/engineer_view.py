@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from inspector import app_logic
 from inspector.errors import InspectorError
+from ui.feedback_queue import FeedbackQueueWidget
 from ui.widgets.plots import EvaluationPlotWidget
 from ui.widgets.reason_dialog import ReasonDialog
 from ui.workers import Worker
@@ -76,6 +77,7 @@ class EngineerWidget(QWidget):
         grid.addWidget(self._data_box(), 0, 0)
         grid.addWidget(self._models_box(), 0, 1)
         grid.addWidget(self._eval_box(), 1, 0, 1, 2)
+        grid.addWidget(FeedbackQueueWidget(session), 2, 0, 1, 2)  # issue 16
         grid.setRowStretch(1, 1)
         grid.setColumnStretch(0, 2)
         grid.setColumnStretch(1, 3)

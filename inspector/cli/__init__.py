@@ -39,19 +39,13 @@ def main() -> None:
 
 
 def _register() -> None:
-    from inspector.cli import (
-        audit_cmds,
-        bench_cmds,
-        data_cmds,
-        explain_cmds,
-        feedback_cmds,  # after inspect_cmds: it adds 'promote' to the 'models' group
-        gui_cmd,
-        inspect_cmds,
-        model_cmds,
-    )
+    from inspector.cli import audit_cmds, bench_cmds, data_cmds, explain_cmds, gui_cmd, inspect_cmds, model_cmds
 
-    for module in (data_cmds, model_cmds, audit_cmds, explain_cmds, bench_cmds, inspect_cmds, gui_cmd, feedback_cmds):
+    for module in (data_cmds, model_cmds, audit_cmds, explain_cmds, bench_cmds, inspect_cmds, gui_cmd):
         module.register(main)
+    from inspector.cli import feedback_cmds  # issue 16; after inspect_cmds: adds 'promote' to its 'models' group
+
+    feedback_cmds.register(main)
 
 
 _register()

@@ -20,7 +20,7 @@ def header(e: Explanation) -> str:
     """The frame panel's title: verdict, score against threshold, defect type where known."""
     text = f"{e.verdict}  score {e.score:.3f} / thr {e.threshold:.3f}"
     if e.defect_type:
-        text += f"  {e.defect_type} {e.defect_probability:.2f}"
+        text += f"  {e.defect_type}" + (f" {e.defect_probability:.2f}" if e.defect_probability is not None else "")
     return text
 
 
@@ -121,7 +121,8 @@ def explain_cmd(
         doc = {"image": str(path), "model": inspector.info.weights_sha256, **e.figures()}
         write_json(out / f"{path.stem}.json", doc)
         extra = f", agreement {e.agreement:.2f}" if e.agreement is not None else ""
-        kind = f", {e.defect_type} ({e.defect_probability:.2f})" if e.defect_type else ""
+        p = f" ({e.defect_probability:.2f})" if e.defect_probability is not None else ""  # none for "unknown type"
+        kind = f", {e.defect_type}{p}" if e.defect_type else ""
         cost = ", ".join(f"{k} {v:.0f} ms" for k, v in e.ms.items())
         click.echo(f"{path}: {e.verdict} (score {e.score:.4f}{kind}{extra}); {cost}")
 

@@ -38,10 +38,12 @@ def feedback_list(db: str | None, show_all: bool) -> None:
         rows = candidates(store, status=None if show_all else "open")
         for c in rows:
             d = c.decision
+            frame = store.inspection(d.inspection_id, images=False).frame_path
             ruling = f" -> {c.label}{':' + c.defect_type if c.defect_type else ''} by {c.ruled_by}" if c.label else ""
             click.echo(
                 f"{d.id:>5}  {c.status:<9} {d.verdict}->{d.decision:<6} {d.user_id:<10} "
-                f"[{d.reason_code or '-'}] {d.reason_text or ''}  inspection {d.inspection_id} {d.source}{ruling}"
+                f"[{d.reason_code or '-'}] {d.reason_text or ''}  inspection {d.inspection_id} {d.source} "
+                f"score {d.score:.3f} frame {frame}{ruling}"
             )
         click.echo(f"{len(rows)} candidate(s)")
 
