@@ -133,22 +133,26 @@ def regressions(candidate: dict[str, Any], reference: dict[str, Any], tolerance:
 
 
 def find_or_register(store: AuditStore, actor: User, model_dir: Path) -> int:
-    """The version id of ``model_dir`` (by its whole-directory hash), registering it if new."""
+    """The version id of ``model_dir``, registering it if new, the way a station finds it: the
+    same memory bank and every file of the directory (``model.json`` included) unchanged."""
+    from inspector.audit.model_files import differences, hash_model_dir
     from inspector.pipeline import Inspector
+    from models.patchcore.serialization import read_model_json
 
-    digest = model_dir_sha256(model_dir)
-    for m in store.models():
-        if m.weights_hash == digest:
-            return m.id
     info = Inspector.load(model_dir, "cpu")
+    for m in reversed(store.models()):
+        if m.weights_hash == info.info.weights_sha256 and m.files and not differences(model_dir, m.files):
+            return m.id
     return store.register_model(
         actor,
-        weights_hash=digest,
+        weights_hash=info.info.weights_sha256,
         backbone=info.info.backbone,
         manifest_hash=info.info.manifest_sha256 or "",
         thresholds=info.thresholds.to_json(),
-        metrics={"memory_bank_sha256": info.info.weights_sha256},
+        metrics={**info.info.metrics, "model_dir_sha256": model_dir_sha256(model_dir)},
         model_dir=str(model_dir.resolve()),
+        files=hash_model_dir(model_dir),
+        backbone_sha256=str(read_model_json(model_dir).get("backbone_sha256", "")),
     )
 
 

@@ -89,7 +89,8 @@ def run(root: Path, manifest_path: Path, work: Path, seed: int) -> dict:
     train_types(work / "base", v1, manifest_examples(Manifest("dirt", dirt_known), root))
 
     store = AuditStore.open(work / "audit.db")
-    admin = store.add_user(None, "root", "Root Admin", "admin", PASSWORDS["root"])
+    store.add_user(None, "root", "Root Admin", "admin", PASSWORDS["root"])
+    admin = store.authenticate("root", PASSWORDS["root"])
     store.add_user(admin, "eng1", "Eve Engineer", "engineer", PASSWORDS["eng1"])
     store.add_user(admin, "op1", "Oscar Operator", "operator", PASSWORDS["op1"])
     eng = store.authenticate("eng1", PASSWORDS["eng1"])

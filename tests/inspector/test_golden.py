@@ -21,7 +21,8 @@ from inspector.manifest import Manifest
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("INSPECTOR_ARGON2_FAST", "1")
     s = AuditStore.open(tmp_path / "audit.db")
-    admin = s.add_user(None, "root", "Root", "admin", "root-pass")
+    s.add_user(None, "root", "Root", "admin", "root-pass")
+    admin = s.authenticate("root", "root-pass")
     s.add_user(admin, "eng", "Eve Eng", "engineer", "eng-pass")
     yield s
     s.close()
