@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 
 from inspector.audit import queries
 from inspector.audit.errors import NotFound, ValidationError
-from inspector.audit.users import required_text
 from inspector.audit.records import DecisionView, User
 from inspector.audit.roles import Action
 from inspector.audit.schema import EventRow
+from inspector.audit.users import required_text
 
 if TYPE_CHECKING:
     from inspector.audit.store import AuditStore

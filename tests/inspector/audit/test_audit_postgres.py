@@ -155,9 +155,15 @@ def _inspect(s: Seeded, **kw: Any) -> int:
         (lambda s: _inspect(s, station="line\x001"), "station name contains a NUL"),
         (lambda s: _inspect(s, source="cam\x00"), "source contains a NUL"),
         (lambda s: _inspect(s, frame_index=2**31), "frame index 2147483648 is out of range"),
-        (lambda s: s.store.record_decision(s.op, 1, "accept", reason_code="C" * 65), "reason code has more than 64 characters"),
+        (
+            lambda s: s.store.record_decision(s.op, 1, "accept", reason_code="C" * 65),
+            "reason code has more than 64 characters",
+        ),
         (lambda s: s.store.record_decision(s.op, 1, "reject", reason_text="scr\x00atch"), "reason text contains"),
-        (lambda s: s.store.add_user(s.admin, "bob", "B" * 201, "operator", "password-123"), "name has 201 characters; the limit is 200"),
+        (
+            lambda s: s.store.add_user(s.admin, "bob", "B" * 201, "operator", "password-123"),
+            "name has 201 characters; the limit is 200",
+        ),
         (lambda s: s.store.activate_model(s.eng, s.model_id, "why\x00"), "contains a NUL"),
     ],
 )
