@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from inspector.images import SourceFormat, decode_image_with_format
-from inspector.manifest import ManifestItem, resolve
+from inspector.manifest import Manifest, ManifestItem, resolve
 
 OUT_OF_DOMAIN = "OOD"  # the verdict code; shown as OUT_OF_DOMAIN_LABEL
 OUT_OF_DOMAIN_LABEL = "OUT-OF-DOMAIN"
@@ -122,12 +122,23 @@ class DomainProfile:
             return f"aspect ratio {aspect:.2f}; training images had {self.aspect[0]:.2f} to {self.aspect[1]:.2f}"
         values = frame_statistics(image)
         for key, (lo, hi) in self.stats.items():
-            margin = max(0.5 * (hi - lo), STAT_FLOORS.get(key, 0.05))
+            low, high = _limits(key, lo, hi)
             v = values.get(key)
-            if v is not None and not lo - margin <= v <= hi + margin:
+            if v is not None and not low <= v <= high:
                 what = "greyscale frame: " if key == "colourfulness" and v < lo else ""
                 return f"{what}{STAT_NAMES.get(key, key)} {v:.2f}; training images had {lo:.2f} to {hi:.2f}"
         return None
+
+
+def _limits(key: str, lo: float, hi: float) -> tuple[float, float]:
+    """The accepted range of a statistic: its training range widened by half its width or a floor.
+
+    Colourfulness never goes below half the least colourful training image: a faintly coloured
+    product (synthetic pills: 0.022) still tells a grey photo (0.000) from itself.
+    """
+    margin = max(0.5 * (hi - lo), STAT_FLOORS.get(key, 0.05))
+    low = max(lo - margin, 0.5 * lo) if key == "colourfulness" else lo - margin
+    return low, hi + margin
 
 
 def _channels(c: int) -> str:
@@ -196,10 +207,33 @@ def profile_mismatch(a: DomainProfile, b: DomainProfile) -> str | None:
     for key, (lo, hi) in a.stats.items():
         if key not in b.stats:
             continue
-        margin = max(0.5 * (hi - lo), STAT_FLOORS.get(key, 0.05))
+        low, high = _limits(key, lo, hi)
         blo, bhi = b.stats[key]
-        if bhi < lo - margin or blo > hi + margin:
+        if bhi < low or blo > high:
             return f"{STAT_NAMES.get(key, key)} {blo:.2f}-{bhi:.2f} vs {lo:.2f}-{hi:.2f}"
     if a.aspect[1] * ASPECT_FACTOR < b.aspect[0] or b.aspect[1] * ASPECT_FACTOR < a.aspect[0]:
         return f"aspect ratio {b.aspect[0]:.2f}-{b.aspect[1]:.2f} vs {a.aspect[0]:.2f}-{a.aspect[1]:.2f}"
     return None
+
+
+def manifest_warnings(model_meta: dict[str, Any], manifest: Manifest, root: str | Path) -> list[str]:
+    """Warnings when a model meets a manifest of what looks like another product.
+
+    The same manifest (by content hash) never warns. Otherwise the manifest names are compared,
+    and the model's domain profile with the profile of the manifest's good test images (all
+    its test images if it has no good ones).
+    """
+    if model_meta.get("manifest_sha256") == manifest.content_hash():
+        return []
+    out = []
+    trained_on = model_meta.get("manifest_name")
+    if trained_on and trained_on != manifest.name:
+        out.append(f"the model was trained on manifest '{trained_on}'; this manifest is '{manifest.name}'")
+    if model_meta.get("domain"):
+        test = manifest.split("test")
+        good = [it for it in test if not it.is_anomalous] or test
+        if good:
+            why = profile_mismatch(DomainProfile.from_json(model_meta["domain"]), profile_items(good, root))
+            if why:
+                out.append(f"this manifest's images do not look like the model's training images: {why}")
+    return out

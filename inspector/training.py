@@ -168,6 +168,7 @@ def train(
         should_stop=should_stop,
     )
     fit_s = time.perf_counter() - tic
+    cal_s, top = 0.0, []
     if labelled_val:
         scores, maps = score_batches(model, item_batches(val, root, config.input_size, batch_size))
         labels = np.array([it.is_anomalous for it in val], dtype=int)
@@ -175,10 +176,14 @@ def train(
         n_cal = len(val)
     elif loo:
         # The same images in the same order as fit, so image n is bank_source n.
+        tic_cal = time.perf_counter()
         loo_scores, loo_maps = leave_one_out_scores(model, item_batches(fit_items, root, config.input_size, batch_size))
         scores, maps = loo_scores.numpy().astype(np.float64), loo_maps.numpy()
         thresholds = calibrate_good_only(scores, maps, target_frr)
         n_cal = len(fit_items)
+        cal_s = time.perf_counter() - tic_cal
+        # The good images that look least like the others: worth a look before trusting them.
+        top = [(fit_items[i].path, round(float(scores[i]), 4)) for i in np.argsort(scores)[::-1][:3]]
     elif hold_items:
         scores, maps = score_batches(model, item_batches(hold_items, root, config.input_size, batch_size))
         thresholds = calibrate_good_only(scores, maps, target_frr)
@@ -203,6 +208,8 @@ def train(
         "calibration": "F1 on validation" if labelled_val else calibration,
         "calibration_scores": [float(s) for s in scores],
         "calibration_warnings": [warning] if warning else [],
+        "calibration_seconds": round(cal_s, 3),
+        "highest_good_scores": top,
         "domain": domain.to_json(),
         "python": platform.python_version(),
     }
