@@ -111,6 +111,9 @@ class PatchCore(nn.Module):
         self.extractor.optimize_for_inference((self.config.input_size, self.config.input_size))
         # NHWC convolutions are about 12% faster for this backbone on the CPU; same values.
         self.extractor.to(memory_format=torch.channels_last)
+        # Raw fp16 patch features of the last fit and their grid, when it was one chunk (small
+        # sets): leave_one_out_scores uses and drops them. Never saved.
+        self.fit_rows: tuple[torch.Tensor, tuple[int, int]] | None = None
         # The bf16 search form of the bank, rebuilt lazily whenever the bank tensor changes.
         self._half_bank: tuple[int, int, HalfBank] | None = None
         self.eval()
@@ -200,6 +203,7 @@ class PatchCore(nn.Module):
         kept: list[torch.Tensor] = []  # raw (unstandardised) fp16 rows chosen from finished chunks
         kept_src: list[torch.Tensor] = []
         stats = _RunningStats()
+        self.fit_rows = None
         selection_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         for i, batch in enumerate(batches):
             if should_stop is not None and should_stop():
@@ -207,7 +211,7 @@ class PatchCore(nn.Module):
             emb = self.embed(batch.to(self.mean.device))
             rows = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).half().cpu()
             pending.append(rows)
-            per_image = emb.shape[2] * emb.shape[3]
+            per_image, grid = emb.shape[2] * emb.shape[3], (emb.shape[2], emb.shape[3])
             pending_src.append(torch.arange(n_images, n_images + emb.shape[0]).repeat_interleave(per_image))
             n_images += emb.shape[0]
             n_pending += rows.shape[0]
@@ -235,6 +239,8 @@ class PatchCore(nn.Module):
             # One chunk: the paper's single search, with statistics of all the patches.
             feats = torch.cat(pending)
             del pending
+            # Held for leave-one-out scoring, which then needs no second pass over the images.
+            self.fit_rows = (feats, grid)
             idx = self._select(feats, stats.result(), progress, should_stop)
             kept.append(feats[idx])
             kept_src.append(torch.cat(pending_src)[idx])

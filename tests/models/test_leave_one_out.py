@@ -46,6 +46,7 @@ def test_chunked_coreset_keeps_sources_aligned(good: torch.Tensor) -> None:
     # 8 images x 64 patches = 512 rows; chunks of 100 force several chunked searches.
     model = PatchCore(_config(coreset_chunk_rows=100))
     model.fit([good[i : i + 1] for i in range(8)])
+    assert model.fit_rows is None  # a chunked fit does not keep its features
     emb = model.embed(good)
     flat = emb.permute(0, 2, 3, 1).reshape(8, -1, emb.shape[1])
     for row, s in zip(model.memory_bank, model.bank_source, strict=True):
@@ -61,8 +62,21 @@ def test_excluding_nothing_gives_the_ordinary_score(fitted: PatchCore) -> None:
     assert torch.allclose(patch, pred.patch_scores, rtol=1e-3, atol=1e-3)
 
 
+def test_kept_fit_features_give_the_same_scores_as_a_second_pass(good: torch.Tensor) -> None:
+    model = PatchCore(_config())
+    model.fit([good[:3], good[3:]])
+    assert model.fit_rows is not None
+    kept, _ = leave_one_out_scores(model)  # from the fit's own features, no images needed
+    assert model.fit_rows is None  # used once, then dropped
+    again, _ = leave_one_out_scores(model, [good[:5], good[5:]])
+    assert torch.allclose(kept, again, rtol=1e-2)  # the kept features are fp16
+    with pytest.raises(ValueError, match="pass the training images"):
+        leave_one_out_scores(model)
+
+
 def test_leave_one_out_scores_exceed_in_sample_scores(fitted: PatchCore, good: torch.Tensor) -> None:
     in_sample = fitted.predict(good).score
+    fitted.fit_rows = None  # score by a second pass over the images
     loo, maps = leave_one_out_scores(fitted, [good[:5], good[5:]])
     assert loo.shape == (8,) and maps.shape == (8, 64, 64)
     assert (loo >= in_sample - 1e-4).all()
