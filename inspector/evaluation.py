@@ -87,9 +87,23 @@ def evaluate(
         "n_anomalous": int((labels == 1).sum()),
         # What training promised about false rejects, to set beside the observed rate.
         "stated_frr": inspector.thresholds.frr,
+        # With the REVIEW band: defects passed as OK (escapes) and the share of each class a person sees.
+        **_review_band_rates(s, labels, inspector.thresholds.review, inspector.thresholds.decision),
         "out_of_domain": n_ood,
     }
     return Evaluation(report, s, labels, defects, [it.path for it in items])
+
+
+def _review_band_rates(
+    scores: np.ndarray, labels: np.ndarray, review: float, decision: float
+) -> dict[str, float | None]:
+    good, bad = scores[labels == 0], scores[labels == 1]
+    band = (scores >= review) & (scores < decision)
+    return {
+        "escape_rate": float((bad < review).mean()) if bad.size else None,
+        "review_rate_good": float(band[labels == 0].mean()) if good.size else None,
+        "review_rate_defect": float(band[labels == 1].mean()) if bad.size else None,
+    }
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -109,6 +123,11 @@ def format_report(report: dict[str, Any]) -> str:
         ("miss_rate", "miss rate"),
     ):
         lines.append(f"{label:<22}{f(report[key])}")
+    if report.get("escape_rate") is not None:
+        lines.append(
+            f"{'escapes (passed OK)':<22}{report['escape_rate']:.4f}; REVIEW: "
+            f"{f(report['review_rate_good'])} of good, {f(report['review_rate_defect'])} of defective"
+        )
     lines.append(f"{'images':<22}{report['n_normal']} good, {report['n_anomalous']} defective")
     stated = report.get("stated_frr")
     if stated:
