@@ -98,6 +98,9 @@ def run_one(name: str, root: Path, manifest: Manifest, calibration: str, out: Pa
         "n_good_test": int(good.size),
         "observed_frr": k / good.size,
         "observed_ci": (lo, hi),
+        # Leave-one-out scores should look like unseen good scores: compare their medians.
+        "calibration_median": float(np.median(meta.get("calibration_scores") or [np.nan])),
+        "unseen_good_median": float(np.median(good)),
         "holds": bool(stated) and lo <= stated["upper"],
         **outcome(ev.scores, ev.labels, t.decision, t.review),
         "out_of_domain_test_frames": ev.report.get("out_of_domain", 0),
@@ -154,7 +157,8 @@ def main() -> int:
                     f"[{r['observed_ci'][0]:.1%}, {r['observed_ci'][1]:.1%}] {'holds' if r['holds'] else 'FAILS'} | "
                     f"good REVIEW {r['good_review']:.1%} | defects passed {r['defect_passed']:.1%}, "
                     f"REVIEW {r['defect_review']:.1%}, miss@decision {r['miss_at_decision']:.1%} | "
-                    f"OOD test frames {r['out_of_domain_test_frames']} | train {r['train_s']} s "
+                    f"OOD test frames {r['out_of_domain_test_frames']} | median good score: calibration "
+                    f"{r['calibration_median']:.3f}, unseen {r['unseen_good_median']:.3f} | train {r['train_s']} s "
                     f"(calibration {r['calibration_s']} s)",
                     flush=True,
                 )

@@ -42,6 +42,13 @@ from models.patchcore import PatchCoreConfig
     show_default=True,
     help="False-reject rate the threshold aims at (good-only calibration).",
 )
+@click.option(
+    "--calibration",
+    type=click.Choice(["leave-one-out", "holdout"]),
+    default="leave-one-out",
+    show_default=True,
+    help="Good-only calibration: every good image scored without its own patches, or a 10% hold-out.",
+)
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True)
 def train_cmd(
@@ -56,6 +63,7 @@ def train_cmd(
     target_frr: float,
     device: str,
     seed: int,
+    calibration: str = "leave-one-out",
 ) -> None:
     """Fit PatchCore on the manifest's good training images, calibrate the threshold, save.
 
@@ -74,7 +82,9 @@ def train_cmd(
     )
     bars = StageBars(show_progress())
     try:
-        result = train(m, root, out, config=config, device=device, target_frr=target_frr, progress=bars)
+        result = train(
+            m, root, out, config=config, device=device, target_frr=target_frr, progress=bars, calibration=calibration
+        )
     finally:
         bars.close()
     t = result.thresholds
