@@ -168,7 +168,8 @@ def train(
         should_stop=should_stop,
     )
     fit_s = time.perf_counter() - tic
-    cal_s, top = 0.0, []
+    tic_cal = time.perf_counter()
+    top: list[tuple[str, float]] = []
     if labelled_val:
         scores, maps = score_batches(model, item_batches(val, root, config.input_size, batch_size))
         labels = np.array([it.is_anomalous for it in val], dtype=int)
@@ -176,12 +177,10 @@ def train(
         n_cal = len(val)
     elif loo:
         # The same images in the same order as fit, so image n is bank_source n.
-        tic_cal = time.perf_counter()
         loo_scores, loo_maps = leave_one_out_scores(model, item_batches(fit_items, root, config.input_size, batch_size))
         scores, maps = loo_scores.numpy().astype(np.float64), loo_maps.numpy()
         thresholds = calibrate_good_only(scores, maps, target_frr)
         n_cal = len(fit_items)
-        cal_s = time.perf_counter() - tic_cal
         # The good images that look least like the others: worth a look before trusting them.
         top = [(fit_items[i].path, round(float(scores[i]), 4)) for i in np.argsort(scores)[::-1][:3]]
     elif hold_items:
@@ -190,6 +189,7 @@ def train(
         n_cal = len(hold_items)
     else:
         raise ConfigError("no calibration images: use a held-out share > 0 or a validation split")
+    cal_s = time.perf_counter() - tic_cal
     if progress:
         progress("calibration", n_cal, n_cal)
     statement = FrrStatement(**thresholds.frr) if thresholds.frr else None  # type: ignore[arg-type]
