@@ -90,9 +90,10 @@ def score_excluding(model: PatchCore, emb: torch.Tensor, image_ids: torch.Tensor
 
 @torch.no_grad()
 def leave_one_out_scores(
-    model: PatchCore, batches: Iterable[torch.Tensor] | None = None, block: int = 16
+    model: PatchCore, batches: Iterable[torch.Tensor] | None = None, block: int = 16, max_maps: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores and anomaly maps (at input size) of the training images, in ``fit`` order.
+    """Scores of the training images in ``fit`` order, and anomaly maps (input size) of the first
+    ``max_maps`` (they only set the map colour range; 10,000 maps would take 500 MB).
 
     A fit that was one coreset chunk kept its patch features (``fit_rows``): they are used,
     and then dropped, so small sets pay no second pass over their images. Otherwise
@@ -114,7 +115,8 @@ def leave_one_out_scores(
             ids = torch.arange(start, start + emb.shape[0], device=device)
             s, patch = score_excluding(model, emb, ids)
             scores.append(s.cpu())
-            maps.append(anomaly_map(patch, size, model.config.sigma).cpu())
+            if start < max_maps:
+                maps.append(anomaly_map(patch[: max_maps - start], size, model.config.sigma).cpu())
         return torch.cat(scores), torch.cat(maps)
     if batches is None:
         raise ValueError("the fit's features were not kept (a chunked fit): pass the training images again")
@@ -122,8 +124,11 @@ def leave_one_out_scores(
     for batch in batches:
         batch = batch.to(device)
         ids = torch.arange(next_id, next_id + batch.shape[0], device=device)
-        next_id += batch.shape[0]
         s, patch = score_excluding(model, model.embed(batch), ids)
         scores.append(s.cpu())
-        maps.append(anomaly_map(patch, (batch.shape[-2], batch.shape[-1]), model.config.sigma).cpu())
+        if next_id < max_maps:
+            maps.append(
+                anomaly_map(patch[: max_maps - next_id], (batch.shape[-2], batch.shape[-1]), model.config.sigma).cpu()
+            )
+        next_id += batch.shape[0]
     return torch.cat(scores), torch.cat(maps)

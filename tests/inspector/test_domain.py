@@ -108,12 +108,25 @@ def test_pipeline_station_cli_and_audit_show_the_state(
         assert store.verify().ok
         assert st.counts.verdicts[OUT_OF_DOMAIN] == 3
 
-    res = CliRunner().invoke(main, ["inspect", "--model", str(trained_tiny), "--input", str(folder), "--db",
-                                    str(tmp_path / "audit.db"), "--station", "line-2"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "inspect",
+            "--model",
+            str(trained_tiny),
+            "--input",
+            str(folder),
+            "--db",
+            str(tmp_path / "audit.db"),
+            "--station",
+            "line-2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "d_big.png: OUT-OF-DOMAIN, routed to review: frame is 4000x3000 pixels" in res.output
     assert "3 OUT-OF-DOMAIN)" in res.output
-    res = CliRunner().invoke(main, ["predict", "--model", str(trained_tiny), "--out", str(tmp_path / "pred"),
-                                    str(folder / "b_grey.png")])
+    res = CliRunner().invoke(
+        main, ["predict", "--model", str(trained_tiny), "--out", str(tmp_path / "pred"), str(folder / "b_grey.png")]
+    )
     assert res.exit_code == 0, res.output
     assert "b_grey.png: OUT-OF-DOMAIN, routed to review: 1-channel (greyscale) frame" in res.output

@@ -48,8 +48,9 @@ def test_every_good_image_builds_the_bank_and_calibrates(trained_tiny, synthetic
 
 def test_holdout_calibration_is_still_available(synthetic_pills, tiny_config, tmp_path: Path) -> None:
     root, manifest, _ = synthetic_pills
-    res = train(manifest, root, tmp_path / "m", config=tiny_config, device="cpu", calibration="holdout",
-                holdout_share=0.25)
+    res = train(
+        manifest, root, tmp_path / "m", config=tiny_config, device="cpu", calibration="holdout", holdout_share=0.25
+    )
     assert (res.n_train, res.n_calibration) == (12, 4) and res.frr is not None and res.frr.n_good == 4
     with pytest.raises(ConfigError, match="unknown calibration"):
         train(manifest, root, tmp_path / "x", config=tiny_config, device="cpu", calibration="guess")
@@ -61,12 +62,38 @@ def test_train_count_zero_makes_an_evaluation_only_manifest(synthetic_pills, tmp
     assert m.split("train") == [] and len(m.split("test")) == len(m.items) > 0
     out = tmp_path / "eval-only.json"
     runner = CliRunner()
-    res = runner.invoke(main, ["data", "manifest", str(root / "pill"), "--layout", "folders", "--normal", "good",
-                               "--train-count", "0", "-o", str(out)])
+    res = runner.invoke(
+        main,
+        [
+            "data",
+            "manifest",
+            str(root / "pill"),
+            "--layout",
+            "folders",
+            "--normal",
+            "good",
+            "--train-count",
+            "0",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "(0 train, 0 val," in res.output
-    res = runner.invoke(main, ["train", "--manifest", str(out), "--root", str(root / "pill"), "--out",
-                               str(tmp_path / "m"), "--device", "cpu"])
+    res = runner.invoke(
+        main,
+        [
+            "train",
+            "--manifest",
+            str(out),
+            "--root",
+            str(root / "pill"),
+            "--out",
+            str(tmp_path / "m"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code != 0 and "no normal images in the train split" in res.output
 
 
@@ -92,8 +119,22 @@ def test_eval_warns_when_the_manifest_is_another_product(trained_tiny, synthetic
     assert any("do not look like the model's training images" in w for w in warnings)
     path = tmp_path / "surface.json"
     surface.save(path)
-    res = CliRunner().invoke(main, ["eval", "--model", str(trained_tiny), "--manifest", str(path), "--root",
-                                    str(tmp_path), "--json", str(tmp_path / "e.json"), "--device", "cpu"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model",
+            str(trained_tiny),
+            "--manifest",
+            str(path),
+            "--root",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "e.json"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "warning: the model was trained on manifest 'synthetic-pill'" in res.output
     report = json.loads((tmp_path / "e.json").read_text())

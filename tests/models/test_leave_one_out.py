@@ -79,6 +79,8 @@ def test_leave_one_out_scores_exceed_in_sample_scores(fitted: PatchCore, good: t
     fitted.fit_rows = None  # score by a second pass over the images
     loo, maps = leave_one_out_scores(fitted, [good[:5], good[5:]])
     assert loo.shape == (8,) and maps.shape == (8, 64, 64)
+    _, few = leave_one_out_scores(fitted, [good[:5], good[5:]], max_maps=6)
+    assert few.shape == (6, 64, 64) and torch.allclose(few, maps[:6])
     assert (loo >= in_sample - 1e-4).all()
     assert (loo > in_sample + 1e-3).sum() >= 6  # own rows removed: most images lose their exact match
     # Same as excluding by hand, image by image.
