@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import beta
+from scipy.stats import beta, ks_2samp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -101,6 +101,8 @@ def run_one(name: str, root: Path, manifest: Manifest, calibration: str, out: Pa
         # Leave-one-out scores should look like unseen good scores: compare their medians.
         "calibration_median": float(np.median(meta.get("calibration_scores") or [np.nan])),
         "unseen_good_median": float(np.median(good)),
+        # The bound assumes calibration and new good scores come from one distribution: KS test.
+        "ks_pvalue": float(ks_2samp(meta.get("calibration_scores") or [0.0], good).pvalue),
         "holds": bool(stated) and lo <= stated["upper"],
         **outcome(ev.scores, ev.labels, t.decision, t.review),
         "out_of_domain_test_frames": ev.report.get("out_of_domain", 0),
@@ -158,7 +160,8 @@ def main() -> int:
                     f"good REVIEW {r['good_review']:.1%} | defects passed {r['defect_passed']:.1%}, "
                     f"REVIEW {r['defect_review']:.1%}, miss@decision {r['miss_at_decision']:.1%} | "
                     f"OOD test frames {r['out_of_domain_test_frames']} | median good score: calibration "
-                    f"{r['calibration_median']:.3f}, unseen {r['unseen_good_median']:.3f} | train {r['train_s']} s "
+                    f"{r['calibration_median']:.3f}, unseen {r['unseen_good_median']:.3f} "
+                    f"(KS p {r['ks_pvalue']:.2f}) | train {r['train_s']} s "
                     f"(calibration {r['calibration_s']} s)",
                     flush=True,
                 )
