@@ -25,16 +25,25 @@ def _meta(model_dir: Path) -> dict:
     return json.loads((model_dir / "model.json").read_text())["metadata"]
 
 
-def test_every_good_image_builds_the_bank_and_calibrates(trained_tiny, synthetic_pills) -> None:
+@pytest.fixture(scope="module")
+def loo_model(tmp_path_factory: pytest.TempPathFactory, synthetic_pills, tiny_config) -> Path:
+    """The tiny model trained by default: leave-one-out calibration."""
     root, manifest, _ = synthetic_pills
-    meta = _meta(trained_tiny)
+    out = tmp_path_factory.mktemp("loo") / "model"
+    train(manifest, root, out, config=tiny_config, device="cpu")
+    return out
+
+
+def test_every_good_image_builds_the_bank_and_calibrates(loo_model, synthetic_pills) -> None:
+    root, manifest, _ = synthetic_pills
+    meta = _meta(loo_model)
     good = [it for it in manifest.split("train") if it.label == "normal"]
     assert meta["calibration"] == "leave-one-out"
     assert meta["n_train_images"] == meta["n_calibration_images"] == len(good) == 16
     stated = meta["thresholds"]["frr"]
     assert stated["n_good"] == 16 and stated["upper"] == pytest.approx(1 - 0.05 ** (1 / 16), rel=1e-6)
     assert meta["calibration_warnings"] and "299 are needed" in meta["calibration_warnings"][0]
-    model, _ = load_patchcore(trained_tiny)
+    model, _ = load_patchcore(loo_model)
     assert int(model.bank_source.max()) == 15  # every image's rows are traceable
     loo = np.array(meta["calibration_scores"])
     again, _ = leave_one_out_scores(model, item_batches(good, root, model.config.input_size, 16))
@@ -109,9 +118,9 @@ def test_mvtec_layout_train_count(tmp_path: Path) -> None:
     assert m.split("train") == [] and len(m.split("test")) == 4
 
 
-def test_eval_warns_when_the_manifest_is_another_product(trained_tiny, synthetic_pills, tmp_path: Path) -> None:
+def test_eval_warns_when_the_manifest_is_another_product(loo_model, synthetic_pills, tmp_path: Path) -> None:
     root, manifest, _ = synthetic_pills
-    meta = _meta(trained_tiny)
+    meta = _meta(loo_model)
     assert manifest_warnings(meta, manifest, root) == []  # the model's own manifest
     surface = write_dataset(tmp_path, "surface", n_train=2, n_test_good=4, n_test_defect=2, size=96)
     warnings = manifest_warnings(meta, surface, tmp_path)
@@ -124,7 +133,7 @@ def test_eval_warns_when_the_manifest_is_another_product(trained_tiny, synthetic
         [
             "eval",
             "--model",
-            str(trained_tiny),
+            str(loo_model),
             "--manifest",
             str(path),
             "--root",
