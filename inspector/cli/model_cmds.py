@@ -98,6 +98,11 @@ def train_cmd(
     )
     if result.frr is not None:
         click.echo(result.frr.describe())
+    from models.patchcore.serialization import read_model_json
+
+    top = read_model_json(out).get("metadata", {}).get("highest_good_scores") or []
+    if top:  # a mislabelled or odd good image shows up here first
+        click.echo("least typical good images: " + ", ".join(f"{p} ({s:.4f})" for p, s in top))
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
 

@@ -55,6 +55,34 @@ def test_every_good_image_builds_the_bank_and_calibrates(loo_model, synthetic_pi
     assert meta["domain"]["channels"] == [3] and meta["domain"]["width"] == [96, 96]
 
 
+def test_train_prints_the_statement_the_warning_and_the_least_typical_images(synthetic_pills, tmp_path: Path) -> None:
+    root, manifest, path = synthetic_pills
+    res = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--manifest",
+            str(path),
+            "--root",
+            str(root),
+            "--out",
+            str(tmp_path / "m"),
+            "--input-size",
+            "64",
+            "--coreset-ratio",
+            "0.25",
+            "--layers",
+            "blocks.1,blocks.2",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "false-reject rate 5.9% expected, at most 17.1% at 95% confidence, from 16 good images" in res.output
+    assert "warning: only 16 good images: 299 are needed" in res.output
+    assert "least typical good images: pill/good/" in res.output
+
+
 def test_holdout_calibration_is_still_available(synthetic_pills, tiny_config, tmp_path: Path) -> None:
     root, manifest, _ = synthetic_pills
     res = train(
