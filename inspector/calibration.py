@@ -1,8 +1,10 @@
 """Decision thresholds chosen at training time and stored with the model.
 
 Two regimes, as a line has them: with defective validation images the F1-optimal threshold;
-with good images only, a quantile of held-out good scores for a target false-reject rate. A
-REVIEW band below the decision threshold sends borderline parts to a person instead of guessing.
+with good images only, an order statistic of good scores (leave-one-out or held out) for a
+target false-reject rate. A REVIEW band below the decision threshold sends borderline parts to
+a person instead of guessing. Either way the false-reject rate the threshold promises is stated
+with its confidence bound and the number of good images behind it (``inspector.frr``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import norm
 from sklearn.metrics import precision_recall_curve
+
+from inspector.frr import frr_statement, order_statistic_threshold
 
 DEFAULT_TARGET_FRR = 0.01
 
@@ -30,6 +34,8 @@ class Thresholds:
     map_high: float
     method: str
     target_frr: float | None = None
+    # FrrStatement.to_json() of the decision threshold: stated rate, bound, n good images.
+    frr: dict[str, object] | None = None
 
     def verdict(self, score: float) -> str:
         if score >= self.decision:
@@ -71,28 +77,46 @@ def _map_range(good_maps: np.ndarray | None, decision: float) -> tuple[float, fl
     return min(low, decision * 0.9), decision * 1.5
 
 
-def calibrate_good_only(
-    good_scores: np.ndarray, good_maps: np.ndarray | None = None, target_frr: float = DEFAULT_TARGET_FRR
-) -> Thresholds:
-    """Threshold for a target false-reject rate from held-out good scores.
+def _good_only_level(scores: np.ndarray, frr: float) -> tuple[float, bool]:
+    """Threshold for a stated false-reject rate ``frr``, and whether it had to be extrapolated.
 
-    A 1% quantile cannot be read off ten scores (it would be their maximum, about a 9% false-
-    reject rate), so the tail is estimated from a normal fit, mean + z * sd, and the threshold is
-    never below the empirical quantile. With many held-out images the two agree.
+    With n >= 1/frr - 1 scores it is an order statistic: (j + 1) / (n + 1) <= frr, no
+    distribution assumed. With fewer (ten scores cannot show 1%: their maximum promises 9%) it
+    goes above the largest score by a normal tail fit, mean + z * sd; the stated bound then
+    still holds, as any threshold above the maximum rejects no more than the maximum does.
+    """
+    t = order_statistic_threshold(scores, frr)
+    if t is not None:
+        return t, False
+    sd = float(scores.std(ddof=1)) if len(scores) > 1 else 0.1 * abs(float(scores[0]))
+    top = float(np.nextafter(scores.max(), np.inf))
+    return max(top, float(scores.mean()) + float(norm.ppf(1 - frr)) * sd), True
+
+
+def calibrate_good_only(
+    good_scores: np.ndarray,
+    good_maps: np.ndarray | None = None,
+    target_frr: float = DEFAULT_TARGET_FRR,
+    review_frr: float | None = None,
+) -> Thresholds:
+    """Decision threshold for a target false-reject rate from good scores, REVIEW from ``review_frr``.
+
+    ``review_frr`` (default 10x the target, at most 50%) is the share of good parts that may
+    go to a person; the REVIEW band is where defects scoring like the best-looking tail of
+    the good parts are caught instead of passed.
     """
     if len(good_scores) == 0:
-        raise ValueError("calibration needs at least one held-out good image")
+        raise ValueError("calibration needs at least one good calibration image")
     if not 0 < target_frr < 1:
         raise ValueError("target false-reject rate must be between 0 and 1")
     scores = np.asarray(good_scores, dtype=np.float64)
-    sd = float(scores.std(ddof=1)) if len(scores) > 1 else 0.1 * abs(float(scores[0]))
-    mean = float(scores.mean())
-    decision = max(float(np.quantile(scores, 1 - target_frr)), mean + float(norm.ppf(1 - target_frr)) * sd)
-    review = max(float(np.quantile(scores, max(0.0, 1 - 10 * target_frr))),
-                 mean + float(norm.ppf(max(0.5, 1 - 10 * target_frr))) * sd)
-    review = min(review, decision * 0.95)
+    decision, extrapolated = _good_only_level(scores, target_frr)
+    review_frr = min(0.5, 10 * target_frr) if review_frr is None else review_frr
+    review = min(_good_only_level(scores, max(review_frr, target_frr))[0], decision * 0.95)
     low, high = _map_range(good_maps, decision)
-    return Thresholds(decision, review, low, high, "good-only quantile", target_frr)
+    method = "good-only, normal tail above the largest score" if extrapolated else "good-only order statistic"
+    statement = frr_statement(scores, decision, target_frr=target_frr)
+    return Thresholds(decision, review, low, high, method, target_frr, statement.to_json())
 
 
 def calibrate_labelled(scores: np.ndarray, labels: np.ndarray, good_maps: np.ndarray | None = None) -> Thresholds:
@@ -102,4 +126,5 @@ def calibrate_labelled(scores: np.ndarray, labels: np.ndarray, good_maps: np.nda
     review = float(np.quantile(good, 0.9)) if len(good) else decision * 0.9
     review = min(review, decision * 0.95)
     low, high = _map_range(good_maps, decision)
-    return Thresholds(decision, review, low, high, "F1-optimal on validation")
+    statement = frr_statement(good, decision).to_json() if len(good) else None
+    return Thresholds(decision, review, low, high, "F1-optimal on validation", None, statement)

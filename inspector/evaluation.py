@@ -54,11 +54,13 @@ def evaluate(
         raise ManifestError(f"{manifest.source_file or manifest.name}: no images in the test split")
     size = inspector.model.config.input_size
     scores, maps_small, shapes = [], [], []
+    n_ood = 0
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
         images = load_items(chunk, root)
         shapes += [im.shape[:2] for im in images]
         for r in inspector.inspect_images(images):
+            n_ood += r.out_of_domain is not None
             scores.append(r.score)
             maps_small.append(cv2.resize(r.anomaly_map, (size, size), interpolation=cv2.INTER_AREA))
         if progress:
@@ -83,8 +85,25 @@ def evaluate(
         "miss_rate": miss,
         "n_normal": int((labels == 0).sum()),
         "n_anomalous": int((labels == 1).sum()),
+        # What training promised about false rejects, to set beside the observed rate.
+        "stated_frr": inspector.thresholds.frr,
+        # With the REVIEW band: defects passed as OK (escapes) and the share of each class a person sees.
+        **_review_band_rates(s, labels, inspector.thresholds.review, inspector.thresholds.decision),
+        "out_of_domain": n_ood,
     }
     return Evaluation(report, s, labels, defects, [it.path for it in items])
+
+
+def _review_band_rates(
+    scores: np.ndarray, labels: np.ndarray, review: float, decision: float
+) -> dict[str, float | None]:
+    good, bad = scores[labels == 0], scores[labels == 1]
+    band = (scores >= review) & (scores < decision)
+    return {
+        "escape_rate": float((bad < review).mean()) if bad.size else None,
+        "review_rate_good": float(band[labels == 0].mean()) if good.size else None,
+        "review_rate_defect": float(band[labels == 1].mean()) if bad.size else None,
+    }
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -104,5 +123,18 @@ def format_report(report: dict[str, Any]) -> str:
         ("miss_rate", "miss rate"),
     ):
         lines.append(f"{label:<22}{f(report[key])}")
+    if report.get("escape_rate") is not None:
+        lines.append(
+            f"{'escapes (passed OK)':<22}{report['escape_rate']:.4f}; REVIEW: "
+            f"{f(report['review_rate_good'])} of good, {f(report['review_rate_defect'])} of defective"
+        )
     lines.append(f"{'images':<22}{report['n_normal']} good, {report['n_anomalous']} defective")
+    stated = report.get("stated_frr")
+    if stated:
+        lines.append(
+            f"{'stated false-reject':<22}{stated['expected']:.4f} expected, <= {stated['upper']:.4f} "
+            f"at {stated['confidence']:.0%} confidence, from {stated['n_good']} good images"
+        )
+    if report.get("out_of_domain"):
+        lines.append(f"{'out of domain':<22}{report['out_of_domain']} frames")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,29 @@ def to_rgb8(array: np.ndarray, name: str = "frame") -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+@dataclass(frozen=True)
+class SourceFormat:
+    """What a frame was before conversion to 8-bit RGB: the out-of-domain check needs it."""
+
+    channels: int  # 1 grey, 3 colour (alpha not counted)
+    bit_depth: int  # 8 or 16 (float files count as 32)
+
+
+def array_format(array: np.ndarray) -> SourceFormat:
+    """The format of an array as handed over (before ``to_rgb8``)."""
+    a = np.asarray(array)
+    channels = 1 if a.ndim == 2 or a.shape[2] in (1, 2) else 3
+    depth = 8 if a.dtype == np.uint8 else 16 if a.dtype == np.uint16 else 32
+    return SourceFormat(channels, depth)
+
+
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Decodes encoded bytes fully (so a truncated file fails here, not later) to RGB uint8."""
+    return decode_image_with_format(data, name)[0]
+
+
+def decode_image_with_format(data: bytes, name: str = "image") -> tuple[np.ndarray, SourceFormat]:
+    """``decode_image``, and the file's channel count and bit depth before conversion."""
     if not data:
         raise ImageError(f"{name}: file is empty")
     try:
@@ -68,11 +90,18 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
         raise ImageError(f"{name}: not an image file (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
-    return to_rgb8(arr, name)
+    grey = mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")
+    fmt = SourceFormat(1 if grey else 3, 8 if arr.dtype == np.uint8 else 16)
+    return to_rgb8(arr, name), fmt
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """Reads an image file to RGB uint8, with an error that names the file."""
+    return read_image_with_format(path)[0]
+
+
+def read_image_with_format(path: str | Path) -> tuple[np.ndarray, SourceFormat]:
+    """``read_image``, and the file's channel count and bit depth before conversion."""
     p = Path(path)
     if not p.exists():
         raise ImageError(f"{p}: file not found")
@@ -82,7 +111,7 @@ def read_image(path: str | Path) -> np.ndarray:
         data = p.read_bytes()
     except OSError as exc:
         raise ImageError(f"{p}: cannot read ({exc.strerror})") from None
-    return decode_image(data, str(p))
+    return decode_image_with_format(data, str(p))
 
 
 def sha256_bytes(data: bytes) -> str:

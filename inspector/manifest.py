@@ -212,16 +212,24 @@ def build_manifest(
 
     ``folders`` (and ``pillqc``, its special case with ``normal`` as the good class): one
     sub-folder per class; the first ``train_count`` good images by name train, the rest test.
-    ``mvtec``: ``train/good``, ``test/<defect>`` and ``ground_truth/<defect>/<stem>_mask.png``.
+    ``mvtec``: ``train/good``, ``test/<defect>`` and ``ground_truth/<defect>/<stem>_mask.png``;
+    there ``train_count`` keeps the first N of ``train/good`` and leaves the rest out.
+    ``train_count=0`` makes an evaluation-only manifest: every listed image is in the test split,
+    for a model trained elsewhere (``inspector train`` refuses it with a clear message).
     """
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"data folder not found: {root}")
     if layout not in LAYOUTS:
         raise ManifestError(f"unknown layout '{layout}'; choose one of {LAYOUTS}")
+    if train_count is not None and train_count < 0:
+        raise ManifestError(f"--train-count must be 0 or more, got {train_count}")
     items: list[ManifestItem] = []
     if layout == "mvtec":
-        for p in _images_in(root / "train" / "good") if (root / "train" / "good").is_dir() else []:
+        train_good = _images_in(root / "train" / "good") if (root / "train" / "good").is_dir() else []
+        if train_count is not None and train_count > len(train_good):
+            raise ManifestError(f"--train-count {train_count} exceeds the {len(train_good)} images in train/good")
+        for p in train_good[:train_count]:
             items.append(_item(root, p, "normal", "train", None, None))
         test = root / "test"
         for cls in sorted(d for d in test.iterdir() if d.is_dir()) if test.is_dir() else []:

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from inspector.calibration import Thresholds
+from inspector.domain import OUT_OF_DOMAIN, DomainProfile
 from inspector.errors import ModelError
-from inspector.images import frame_sha256
+from inspector.images import SourceFormat, frame_sha256
 from inspector.preprocess import resolve_device, to_batch
 from models.backbones import BackboneError
 from models.patchcore import ModelFileError, PatchCore, load_patchcore
@@ -48,11 +49,12 @@ class InspectionResult:
     score: float
     threshold: float
     review_threshold: float
-    verdict: str  # OK | REVIEW | DEFECT
+    verdict: str  # OK | REVIEW | DEFECT | OOD (out of domain: routed to review, see inspector.domain)
     anomaly_map: np.ndarray  # float32, frame-sized, in score units
     latency_ms: float
     frame_sha256: str
     extras: dict[str, Any] = field(default_factory=dict)
+    out_of_domain: str | None = None  # why the frame does not look like the training images
 
 
 ScoreFn = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
@@ -99,10 +101,13 @@ def inspect_batch(
 class Inspector:
     """A loaded model with its thresholds, ready to inspect frames in batches."""
 
-    def __init__(self, model: PatchCore, thresholds: Thresholds, info: ModelInfo) -> None:
+    def __init__(
+        self, model: PatchCore, thresholds: Thresholds, info: ModelInfo, domain: DomainProfile | None = None
+    ) -> None:
         self.model = model
         self.thresholds = thresholds
         self.info = info
+        self.domain = domain  # None for models trained before domain profiles: nothing checked
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto") -> Inspector:
@@ -125,19 +130,35 @@ class Inspector:
             meta.get("metrics", {}),
             meta.get("trained_at"),
         )
-        return cls(model, thresholds, info)
+        domain = DomainProfile.from_json(meta["domain"]) if meta.get("domain") else None
+        return cls(model, thresholds, info, domain)
 
     @property
     def device(self) -> torch.device:
         return self.model.mean.device
 
     def inspect_images(
-        self, images: Sequence[np.ndarray], *, sources: Sequence[str] | None = None, start_index: int = 0
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        sources: Sequence[str] | None = None,
+        start_index: int = 0,
+        formats: Sequence[SourceFormat | None] | None = None,
     ) -> list[InspectionResult]:
-        """Scores a batch of RGB uint8 frames; maps come back at each frame's own size."""
-        return inspect_batch(
+        """Scores a batch of RGB uint8 frames; maps come back at each frame's own size.
+
+        A frame unlike the training images (``formats``: each file's channels and bit depth,
+        where known) keeps its score and map but gets the OOD verdict and the reason.
+        """
+        results = inspect_batch(
             images, self.model.config.input_size, self._score_maps, self.thresholds, sources, start_index
         )
+        if self.domain is not None:
+            for i, r in enumerate(results):
+                reason = self.domain.check(r.image, formats[i] if formats else None)
+                if reason is not None:
+                    r.verdict, r.out_of_domain = OUT_OF_DOMAIN, reason
+        return results
 
     def _score_maps(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         pred = self.model.predict(batch)

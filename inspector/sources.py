@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from inspector.errors import ImageError, SourceError
-from inspector.images import list_images, read_image, to_rgb8
+from inspector.images import SourceFormat, list_images, read_image_with_format, to_rgb8
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
 
@@ -27,6 +27,7 @@ class Frame:
     name: str
     image: np.ndarray | None  # RGB uint8, None when unreadable
     error: str | None = None
+    source_format: SourceFormat | None = None  # channels and bit depth before conversion, if known
 
     @property
     def ok(self) -> bool:
@@ -65,7 +66,8 @@ class FolderSource(FrameSource):
     def __iter__(self) -> Iterator[Frame]:
         for i, p in enumerate(self.paths):
             try:
-                yield Frame(i, p.name, read_image(p))
+                image, fmt = read_image_with_format(p)
+                yield Frame(i, p.name, image, source_format=fmt)
             except ImageError as exc:
                 yield Frame(i, p.name, None, str(exc))
 

@@ -20,7 +20,7 @@ from inspector.audit.model_files import ModelMismatch, differences, hash_model_d
 from inspector.calibration import Thresholds
 from inspector.errors import InspectorError
 from inspector.pipeline import InspectionResult, Inspector
-from inspector.sources import FrameSource
+from inspector.sources import Frame, FrameSource
 
 DECISIONS = ("accept", "reject")
 REASON_CODES = (
@@ -43,7 +43,7 @@ class ReasonRequired(InspectorError):
 
 
 def disagrees(verdict: str, decision: str) -> bool:
-    """Accepting a DEFECT or rejecting an OK disagrees with the model; REVIEW never does."""
+    """Accepting a DEFECT or rejecting an OK disagrees with the model; REVIEW and OOD never do."""
     return (verdict == "DEFECT" and decision == "accept") or (verdict == "OK" and decision == "reject")
 
 
@@ -188,6 +188,7 @@ class Station:
                 anomaly_map=result.anomaly_map,
                 gradcam=gradcam,
                 latency_ms=result.latency_ms,
+                note=result.out_of_domain,
             )
 
         try:
@@ -212,12 +213,15 @@ class Station:
 
     def run(self, source: FrameSource, batch_size: int = 1) -> Iterator[StationItem | str]:
         """Inspects a whole source; yields items, and messages for frames that could not be read."""
-        pending: list[tuple[str, np.ndarray]] = []
+        pending: list[Frame] = []
 
         def flush() -> Iterator[StationItem]:
             self.refresh_threshold()
             for r in self.inspector.inspect_images(
-                [f for _, f in pending], sources=[n for n, _ in pending], start_index=len(self.items)
+                [f.image for f in pending if f.image is not None],
+                sources=[f.name for f in pending],
+                start_index=len(self.items),
+                formats=[f.source_format for f in pending],
             ):
                 yield self.process(r)
             pending.clear()
@@ -227,7 +231,7 @@ class Station:
                 self.counts.unreadable += 1
                 yield f"skipped {frame.name}: {frame.error}"
                 continue
-            pending.append((frame.name, frame.image))
+            pending.append(frame)
             if len(pending) >= batch_size:
                 yield from flush()
         if pending:

@@ -1,8 +1,10 @@
 """Training from a manifest: check the files, fit PatchCore on good images, calibrate, save.
 
-The good training images are split once, by a seeded shuffle, into the images the memory bank
-is built from and a held-out share that calibrates the threshold; a validation split with
-defective images, where the manifest has one, calibrates it instead.
+By default every good training image both builds the memory bank and calibrates the threshold:
+each is scored with its own bank rows excluded (leave-one-out), so 100 good images give 100
+calibration scores instead of 10 held out, and the bank keeps all 100. ``calibration="holdout"``
+keeps the older seeded split into bank images and a held-out share. A validation split with
+defective images, where the manifest has one, calibrates the threshold instead.
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ import numpy as np
 import torch
 
 from inspector.calibration import DEFAULT_TARGET_FRR, Thresholds, calibrate_good_only, calibrate_labelled
+from inspector.domain import profile_items
 from inspector.errors import ConfigError, ImageError, ManifestError
+from inspector.frr import FrrStatement
 from inspector.images import decode_image, sha256_bytes, sha256_file
 from inspector.manifest import Manifest, ManifestItem, require_training_items, resolve
 from inspector.preprocess import resolve_device, to_batch
 from models.backbones import BackboneError
 from models.patchcore import PatchCore, PatchCoreConfig, save_patchcore
+from models.patchcore.leave_one_out import leave_one_out_scores
 
 Progress = Callable[[str, int, int], None]
+CALIBRATIONS = ("leave-one-out", "holdout")
 
 
 @dataclass
@@ -37,6 +43,12 @@ class TrainResult:
     n_train: int
     n_calibration: int
     memory_bank_shape: tuple[int, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def frr(self) -> FrrStatement | None:
+        """The decision threshold's false-reject statement (rate, bound, good images behind it)."""
+        return FrrStatement(**self.thresholds.frr) if self.thresholds.frr else None  # type: ignore[arg-type]
 
 
 def load_items(items: Sequence[ManifestItem], root: str | Path, *, check_sha: bool = True) -> list[np.ndarray]:
@@ -115,20 +127,30 @@ def train(
     device: str = "auto",
     holdout_share: float = 0.1,
     target_frr: float = DEFAULT_TARGET_FRR,
+    calibration: str = "leave-one-out",
     batch_size: int = 16,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     trained_by: str | None = None,
 ) -> TrainResult:
-    """Fits, calibrates and saves a model; returns where and how it went."""
+    """Fits, calibrates and saves a model; returns where and how it went.
+
+    ``holdout_share`` is used only with ``calibration="holdout"``.
+    """
     config = config or PatchCoreConfig()
+    if calibration not in CALIBRATIONS:
+        raise ConfigError(f"unknown calibration '{calibration}'; choose one of {', '.join(CALIBRATIONS)}")
     if not 0 < config.coreset_ratio <= 1:
         raise ConfigError(f"coreset ratio must be in (0, 1], got {config.coreset_ratio}")
     dev = resolve_device(device)
     good = require_training_items(manifest)
     val = manifest.split("val")
     labelled_val = len({it.label for it in val}) == 2
-    fit_items, hold_items = (good, []) if labelled_val else split_holdout(good, holdout_share, config.seed)
+    loo = calibration == "leave-one-out" and not labelled_val
+    if loo and len(good) < 2:
+        raise ManifestError("leave-one-out calibration needs at least two good training images")
+    holdout = labelled_val or loo
+    fit_items, hold_items = (good, []) if holdout else split_holdout(good, holdout_share, config.seed)
     calibration_items = val if labelled_val else hold_items
     check_items([*fit_items, *calibration_items], root, progress)
     torch.manual_seed(config.seed)
@@ -146,19 +168,33 @@ def train(
         should_stop=should_stop,
     )
     fit_s = time.perf_counter() - tic
+    tic_cal = time.perf_counter()
+    top: list[tuple[str, float]] = []
     if labelled_val:
         scores, maps = score_batches(model, item_batches(val, root, config.input_size, batch_size))
         labels = np.array([it.is_anomalous for it in val], dtype=int)
         thresholds = calibrate_labelled(scores, labels, maps[labels == 0])
         n_cal = len(val)
+    elif loo:
+        # The same images in the same order as fit, so image n is bank_source n.
+        loo_scores, loo_maps = leave_one_out_scores(model, item_batches(fit_items, root, config.input_size, batch_size))
+        scores, maps = loo_scores.numpy().astype(np.float64), loo_maps.numpy()
+        thresholds = calibrate_good_only(scores, maps, target_frr)
+        n_cal = len(fit_items)
+        # The good images that look least like the others: worth a look before trusting them.
+        top = [(fit_items[i].path, round(float(scores[i]), 4)) for i in np.argsort(scores)[::-1][:3]]
     elif hold_items:
         scores, maps = score_batches(model, item_batches(hold_items, root, config.input_size, batch_size))
         thresholds = calibrate_good_only(scores, maps, target_frr)
         n_cal = len(hold_items)
     else:
         raise ConfigError("no calibration images: use a held-out share > 0 or a validation split")
+    cal_s = time.perf_counter() - tic_cal
     if progress:
         progress("calibration", n_cal, n_cal)
+    statement = FrrStatement(**thresholds.frr) if thresholds.frr else None  # type: ignore[arg-type]
+    domain = profile_items(good, root)  # what a frame must look like to get a verdict (inspector.domain)
+    warning = statement.warning(thresholds.target_frr) if statement else None
     meta: dict[str, Any] = {
         "thresholds": thresholds.to_json(),
         "manifest_name": manifest.name,
@@ -169,8 +205,15 @@ def train(
         "device": str(dev),
         "trained_at": start.isoformat(),
         "trained_by": trained_by,
+        "calibration": "F1 on validation" if labelled_val else calibration,
         "calibration_scores": [float(s) for s in scores],
+        "calibration_warnings": [warning] if warning else [],
+        "calibration_seconds": round(cal_s, 3),
+        "highest_good_scores": top,
+        "domain": domain.to_json(),
         "python": platform.python_version(),
     }
     out = save_patchcore(model, out_dir, meta)
-    return TrainResult(out, thresholds, fit_s, len(fit_items), n_cal, tuple(model.memory_bank.shape))
+    return TrainResult(
+        out, thresholds, fit_s, len(fit_items), n_cal, tuple(model.memory_bank.shape), (warning,) if warning else ()
+    )

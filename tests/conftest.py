@@ -59,5 +59,6 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory, synthetic_pills, tiny
     root, manifest, _ = synthetic_pills
     out = tmp_path_factory.mktemp("models") / "tiny"
     torch.manual_seed(0)
-    train(manifest, root, out, config=tiny_config, device="cpu", holdout_share=0.25)
+    # A hold-out keeps this model's bank unlike one trained by default (leave-one-out, all images).
+    train(manifest, root, out, config=tiny_config, device="cpu", holdout_share=0.25, calibration="holdout")
     return out

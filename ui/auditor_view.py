@@ -131,7 +131,7 @@ class AuditorWidget(QWidget):
             self.operator: [(f"{u.name} ({u.id})", u.id) for u in users],
             self.station: [(s, s) for s in stations],
             self.model: [(f"v{m.id} {m.backbone}", m.id) for m in models],
-            self.verdict: [(v, v) for v in ("OK", "REVIEW", "DEFECT")],
+            self.verdict: [(v, v) for v in ("OK", "REVIEW", "DEFECT", "OOD")],
         }
         for combo, items in choices.items():
             combo.blockSignals(True)

@@ -274,6 +274,8 @@ class OperatorWidget(QWidget):
         )
         self.verdict.set_verdict(r.verdict)
         self.score_label.setText(f"score <b>{r.score:.3f}</b> · threshold {r.threshold:.3f}")
+        if r.out_of_domain is not None:  # unlike the training images: the score is not trusted
+            self.score_label.setText(f"<b>out of domain:</b> {r.out_of_domain} · score {r.score:.3f}")
         self.score_bar.set_values(r.score, r.review_threshold, r.threshold)
         defect, agreement = app_logic.explain_fields(item.extras)
         flagged = r.verdict != "OK"

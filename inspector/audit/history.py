@@ -38,6 +38,14 @@ STRICT_FROM_REVISION = "0002"
 
 
 @dataclass
+
+def verdict_follows(verdict: str, score: float, threshold: float) -> bool:
+    """Whether a recorded verdict follows from its score and threshold. An out-of-domain frame
+    ("OOD") goes to review whatever its score, so any score is consistent with it."""
+    if verdict == "OOD":
+        return True
+    return (verdict == "DEFECT") == (score >= threshold)
+
 class UserState:
     """A user as the chained events say they are at one moment."""
 
@@ -203,7 +211,7 @@ class History:
                     f"threshold in force was {in_force if in_force is None else format(in_force, '.6g')}",
                 )
             ]
-        if (f["verdict"] == "DEFECT") != (f["score"] >= f["threshold"]):
+        if not verdict_follows(f["verdict"], f["score"], f["threshold"]):
             return [
                 self._p(
                     "conflict",

@@ -7,6 +7,7 @@ the time of the original call, and ``RecordQueued`` tells the caller; nothing is
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +24,13 @@ from inspector.audit.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from inspector.audit.history import UserState, close
+from inspector.audit.history import UserState, close, verdict_follows
 from inspector.audit.internals import StoreInternals
 from inspector.audit.records import DecisionView, Inspection, User, disagrees
 from inspector.audit.roles import Action
 from inspector.audit.schema import (
     DecisionRow,
+    EventRow,
     InspectionRow,
     ModelVersionRow,
 )
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     pass
 
 T = TypeVar("T")
-VERDICTS = ("OK", "DEFECT", "REVIEW")
+VERDICTS = ("OK", "DEFECT", "REVIEW", "OOD")  # OOD: out of domain, routed to review (inspector.domain)
 DECISIONS = ("accept", "reject")
 
 
@@ -70,12 +72,15 @@ class RecordingMixin(StoreInternals):
         gradcam: np.ndarray | None = None,
         latency_ms: float = 0.0,
         created_at: datetime | None = None,
+        note: str | None = None,
     ) -> int:
         """Records one inspected frame; returns its id once durably committed.
 
         Args:
             frame: RGB uint8 H x W x 3, copied to ``frames/ab/<sha256>.png`` (content-addressed).
             anomaly_map, gradcam: float arrays, stored compressed with their sha256.
+            note: why the frame was out of domain (verdict OOD); recorded as an ``out_of_domain``
+                event in the same transaction, so the chain holds the reason with the record.
 
         Raises:
             RecordQueued: the database or disk refused the write; the inspection waits in the
@@ -102,8 +107,9 @@ class RecordingMixin(StoreInternals):
         rgb = codec.check_frame(frame)
         amap = codec.encode_map(anomaly_map, "anomaly map")
         gc = None if gradcam is None else codec.encode_map(gradcam, "Grad-CAM")
+        note = (note or "").strip() or None
         try:
-            return self._insert_inspection(fields, rgb, amap, gc)
+            return self._insert_inspection(fields, rgb, amap, gc, note)
         except StoreUnavailable as exc:
             if self._nested:
                 raise
@@ -115,11 +121,14 @@ class RecordingMixin(StoreInternals):
                     "frame_png": _b64(codec.encode_png(rgb)),
                     "anomaly_map": _b64(amap),
                     "gradcam": _b64(gc),
+                    "note": note,
                 },
                 exc,
             ) from None
 
-    def _insert_inspection(self, fields: dict[str, Any], rgb: np.ndarray, amap: bytes, gc: bytes | None) -> int:
+    def _insert_inspection(
+        self, fields: dict[str, Any], rgb: np.ndarray, amap: bytes, gc: bytes | None, note: str | None = None
+    ) -> int:
         try:
             digest, rel = codec.store_frame(rgb, self.frames_dir)
         except OSError as exc:
@@ -139,12 +148,12 @@ class RecordingMixin(StoreInternals):
                     f"threshold {fields['threshold']:.6g} is not model v{mid}'s threshold in force ({in_force}); "
                     "the station must judge with the registered threshold and its logged changes"
                 )
-            if (fields["verdict"] == "DEFECT") != (fields["score"] >= fields["threshold"]):
+            if not verdict_follows(fields["verdict"], fields["score"], fields["threshold"]):
                 raise ValidationError(
                     f"verdict {fields['verdict']} does not follow from score {fields['score']:.6g} "
                     f"and threshold {fields['threshold']:.6g}"
                 )
-            return self._append(
+            iid = self._append(
                 s,
                 InspectionRow(
                     **{k: v for k, v in fields.items() if k != "created_at"},
@@ -156,6 +165,9 @@ class RecordingMixin(StoreInternals):
                     gradcam_sha256=None if gc is None else codec.sha256_bytes(gc),
                 ),
             )
+            if note is not None:
+                self._event(s, "out_of_domain", None, inspection_id=iid, uid=fields["uid"], reason=note)
+            return iid
 
         return self._write(fn)
 
@@ -164,6 +176,17 @@ class RecordingMixin(StoreInternals):
         with self._read() as s:
             found = s.scalar(select(InspectionRow.id).where(InspectionRow.uid == uid))
             return None if found is None else int(found)
+
+    def out_of_domain_reason(self, inspection_id: int) -> str | None:
+        """Read-only: why an OOD inspection was out of domain (None if it was not)."""
+        with self._read() as s:
+            for details in s.scalars(
+                select(EventRow.details_json).where(EventRow.kind == "out_of_domain").order_by(EventRow.id.desc())
+            ):
+                d = json.loads(details)
+                if d.get("inspection_id") == inspection_id:
+                    return str(d.get("reason"))
+        return None
 
     def inspection(self, inspection_id: int, *, images: bool = True) -> Inspection:
         """Read-only: one inspection, with frame and maps decoded when ``images``."""
@@ -349,6 +372,7 @@ def replay(store: RecordingMixin, record: dict[str, Any]) -> tuple[str, int]:
             rgb,
             _unb64(record["anomaly_map"]) or b"",
             _unb64(record.get("gradcam")),
+            record.get("note"),
         )
         return "inspections", iid
     if record.get("kind") == "decision":

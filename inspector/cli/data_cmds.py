@@ -22,7 +22,12 @@ def data() -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--layout", type=click.Choice(LAYOUTS), required=True, help="How the folder is organised.")
 @click.option("--normal", default=None, help="Sub-folder of good images (layout folders).")
-@click.option("--train-count", type=click.IntRange(min=1), default=None, help="First N good images by name train.")
+@click.option(
+    "--train-count",
+    type=click.IntRange(min=0),
+    default=None,
+    help="First N good images by name train (0: an evaluation-only manifest, every image in test).",
+)
 @click.option("--name", default=None, help="Manifest name (default: the folder's name).")
 @click.option(
     "--defect-name",

@@ -128,6 +128,8 @@ def inspect_cmd(
                 continue
             r = item.result
             line = f"{r.source}: {r.verdict} score {r.score:.4f} (thr {r.threshold:.4f})"
+            if r.out_of_domain is not None:
+                line = f"{r.source}: OUT-OF-DOMAIN, routed to review: {r.out_of_domain} (score {r.score:.4f})"
             if item.inspection_id is None:
                 line += " [waiting in retry queue]"
             if user is not None and r.source in decisions:
@@ -143,7 +145,8 @@ def inspect_cmd(
         missing = sorted(set(decisions) - {it.result.source for it in st.items})
         click.echo(
             f"{c.inspected} inspected ({c.verdicts['OK']} OK, {c.verdicts['REVIEW']} REVIEW, "
-            f"{c.verdicts['DEFECT']} DEFECT), {n_decided} decisions, {c.unreadable} unreadable, "
+            f"{c.verdicts['DEFECT']} DEFECT, {c.verdicts['OOD']} OUT-OF-DOMAIN), {n_decided} decisions, "
+            f"{c.unreadable} unreadable, "
             f"{store.queue_length} waiting in the retry queue"
         )
         if missing:

@@ -11,7 +11,6 @@ import cv2
 from inspector import demo as demo_mod
 from inspector.cli.common import StageBars, device_option, prediction_doc, root_option, show_progress, write_json
 from inspector.evaluation import evaluate, format_report
-from inspector.images import read_image
 from inspector.manifest import load_manifest
 from inspector.overlay import panels
 from inspector.pipeline import Inspector
@@ -43,6 +42,13 @@ from models.patchcore import PatchCoreConfig
     show_default=True,
     help="False-reject rate the threshold aims at (good-only calibration).",
 )
+@click.option(
+    "--calibration",
+    type=click.Choice(["leave-one-out", "holdout"]),
+    default="leave-one-out",
+    show_default=True,
+    help="Good-only calibration: every good image scored without its own patches, or a 10% hold-out.",
+)
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -70,6 +76,7 @@ def train_cmd(
     update_from: Path | None = None,
     add_manifest: Path | None = None,
     remove_manifest: Path | None = None,
+    calibration: str = "leave-one-out",
 ) -> None:
     """Fit PatchCore on the manifest's good training images, calibrate the threshold, save.
 
@@ -97,7 +104,9 @@ def train_cmd(
     )
     bars = StageBars(show_progress())
     try:
-        result = train(m, root, out, config=config, device=device, target_frr=target_frr, progress=bars)
+        result = train(
+            m, root, out, config=config, device=device, target_frr=target_frr, progress=bars, calibration=calibration
+        )
     finally:
         bars.close()
     t = result.thresholds
@@ -109,6 +118,15 @@ def train_cmd(
         f"threshold {t.decision:.4f} ({t.method}, {result.n_calibration} calibration images), "
         f"review from {t.review:.4f}"
     )
+    if result.frr is not None:
+        click.echo(result.frr.describe())
+    from models.patchcore.serialization import read_model_json
+
+    top = read_model_json(out).get("metadata", {}).get("highest_good_scores") or []
+    if top:  # a mislabelled or odd good image shows up here first
+        click.echo("least typical good images: " + ", ".join(f"{p} ({s:.4f})" for p, s in top))
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
 
 
 @click.command("eval")
@@ -123,14 +141,20 @@ def eval_cmd(model_dir: Path, manifest: Path, root: Path, json_out: Path, device
     Example: inspector eval --model models_out/pill --manifest data_manifests/pillqc.json
     --root ../shared/data/pillqc --json eval.json
     """
+    from inspector.domain import manifest_warnings
+    from models.patchcore.serialization import read_model_json
+
     inspector = Inspector.load(model_dir, device)
     m = load_manifest(manifest)
+    warnings = manifest_warnings(read_model_json(model_dir).get("metadata", {}), m, root)
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
     bars = StageBars(show_progress())
     try:
         ev = evaluate(inspector, m, root, progress=lambda a, b: bars("scoring", a, b))
     finally:
         bars.close()
-    write_json(json_out, ev.report)
+    write_json(json_out, {**ev.report, "warnings": warnings})
     click.echo(format_report(ev.report))
 
 
@@ -162,15 +186,18 @@ def predict_cmd(
         return
     assert model_dir is not None
     from inspector.cli.explain_cmds import header
+    from inspector.domain import OUT_OF_DOMAIN_LABEL
     from inspector.explain import Explainer
+    from inspector.images import read_image_with_format
 
     inspector = Inspector.load(model_dir, device)
     explainer = Explainer.load(inspector)
-    frames = [(p, read_image(p)) for p in images]  # read all first: a bad file fails before any output
+    # Read all first: a bad file fails before any output. The format is kept for the domain check.
+    frames = [(p, *read_image_with_format(p)) for p in images]
     out.mkdir(parents=True, exist_ok=True)
     t = inspector.thresholds
-    for path, frame in frames:
-        r = inspector.inspect_images([frame], sources=[str(path)])[0]
+    for path, frame, fmt in frames:
+        r = inspector.inspect_images([frame], sources=[str(path)], formats=[fmt])[0]
         e = explainer.explain(frame, ("anomaly", "gradcam"))
         doc = prediction_doc(
             path,
@@ -180,6 +207,7 @@ def predict_cmd(
             defect_probability=e.defect_probability,
             agreement=e.agreement,
             explain_ms={k: round(v, 2) for k, v in e.ms.items()},
+            out_of_domain=r.out_of_domain,
         )
         write_json(out / f"{path.stem}.json", doc)
         grad_title = "Grad-CAM" + (f" (agreement {e.agreement:.2f})" if e.agreement is not None else "")
@@ -192,7 +220,10 @@ def predict_cmd(
             header=header(e),
         )
         cv2.imwrite(str(out / f"{path.stem}.png"), cv2.cvtColor(png, cv2.COLOR_RGB2BGR))
-        click.echo(f"{path}: {r.verdict} (score {r.score:.4f}, threshold {r.threshold:.4f})")
+        if r.out_of_domain is not None:
+            click.echo(f"{path}: {OUT_OF_DOMAIN_LABEL}, routed to review: {r.out_of_domain} (score {r.score:.4f})")
+        else:
+            click.echo(f"{path}: {r.verdict} (score {r.score:.4f}, threshold {r.threshold:.4f})")
 
 
 @click.command("demo")

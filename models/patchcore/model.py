@@ -102,12 +102,18 @@ class PatchCore(nn.Module):
         self.register_buffer("bank_sq", torch.empty(0))
         # N_b(m) for every bank row, found once at fit time so inference skips a bank-wide search.
         self.register_buffer("bank_neighbours", torch.empty(0, dtype=torch.long))
+        # Which training image (0-based, in fit order) each bank row came from: leave-one-out
+        # calibration excludes an image's own rows (models/patchcore/leave_one_out.py).
+        self.register_buffer("bank_source", torch.empty(0, dtype=torch.long))
         self.pool = nn.AvgPool2d(3, stride=1, padding=1)
         # Batch-norm folded and "same" padding fixed: 13.2 -> 9.8 ms at 224 px on 2 CPU cores
         # (``inspector bench`` times both), same maps to float round-off (tests/models/test_fusion.py).
         self.extractor.optimize_for_inference((self.config.input_size, self.config.input_size))
         # NHWC convolutions are about 12% faster for this backbone on the CPU; same values.
         self.extractor.to(memory_format=torch.channels_last)
+        # Raw fp16 patch features of the last fit and their grid, when it was one chunk (small
+        # sets): leave_one_out_scores uses and drops them. Never saved.
+        self.fit_rows: tuple[torch.Tensor, tuple[int, int]] | None = None
         # The bf16 search form of the bank, rebuilt lazily whenever the bank tensor changes.
         self._half_bank: tuple[int, int, HalfBank] | None = None
         self.eval()
@@ -191,9 +197,13 @@ class PatchCore(nn.Module):
         """
         chunk_rows = self.config.coreset_chunk_rows
         pending: list[torch.Tensor] = []
+        pending_src: list[torch.Tensor] = []  # the source image of each pending row
         n_pending = 0
+        n_images = 0
         kept: list[torch.Tensor] = []  # raw (unstandardised) fp16 rows chosen from finished chunks
+        kept_src: list[torch.Tensor] = []
         stats = _RunningStats()
+        self.fit_rows = None
         selection_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         for i, batch in enumerate(batches):
             if should_stop is not None and should_stop():
@@ -201,6 +211,9 @@ class PatchCore(nn.Module):
             emb = self.embed(batch.to(self.mean.device))
             rows = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).half().cpu()
             pending.append(rows)
+            per_image, grid = emb.shape[2] * emb.shape[3], (emb.shape[2], emb.shape[3])
+            pending_src.append(torch.arange(n_images, n_images + emb.shape[0]).repeat_interleave(per_image))
+            n_images += emb.shape[0]
             n_pending += rows.shape[0]
             stats.add(rows)
             if progress is not None:
@@ -208,14 +221,17 @@ class PatchCore(nn.Module):
             if chunk_rows and n_pending >= 2 * chunk_rows:
                 # Reduce one chunk once two are waiting: the last search then covers between one
                 # and two chunks, never a small remainder whose coreset would be a thin sample.
-                rest = torch.cat(pending)
+                rest, rest_src = torch.cat(pending), torch.cat(pending_src)
                 chunk, rest = rest[:chunk_rows], rest[chunk_rows:].clone()
-                pending, n_pending = [rest], rest.shape[0]
+                chunk_src, rest_src = rest_src[:chunk_rows], rest_src[chunk_rows:].clone()
+                pending, pending_src, n_pending = [rest], [rest_src], rest.shape[0]
                 if selection_stats is None:
                     # The statistics of the patches seen by now standardise every chunk's search,
                     # so all chunks measure distance alike; the bank gets those of all patches.
                     selection_stats = stats.result()
-                kept.append(chunk[self._select(chunk, selection_stats, progress, should_stop)])
+                idx = self._select(chunk, selection_stats, progress, should_stop)
+                kept.append(chunk[idx])
+                kept_src.append(chunk_src[idx])
                 del chunk
         if not kept and not pending:
             raise ValueError("no training images")
@@ -223,18 +239,24 @@ class PatchCore(nn.Module):
             # One chunk: the paper's single search, with statistics of all the patches.
             feats = torch.cat(pending)
             del pending
-            kept.append(feats[self._select(feats, stats.result(), progress, should_stop)])
+            # Held for leave-one-out scoring, which then needs no second pass over the images.
+            self.fit_rows = (feats, grid)
+            idx = self._select(feats, stats.result(), progress, should_stop)
+            kept.append(feats[idx])
+            kept_src.append(torch.cat(pending_src)[idx])
         elif pending:
             assert selection_stats is not None
             chunk = torch.cat(pending)
             del pending
-            kept.append(chunk[self._select(chunk, selection_stats, progress, should_stop)])
+            idx = self._select(chunk, selection_stats, progress, should_stop)
+            kept.append(chunk[idx])
+            kept_src.append(torch.cat(pending_src)[idx])
         bank = torch.cat(kept).float()
         if self.config.standardize:
             mean, std = stats.result()
             self.channel_mean, self.channel_scale = mean, 1.0 / std
             bank = (bank - mean) * self.channel_scale
-        self.set_memory_bank(bank.to(self.mean.device))
+        self.set_memory_bank(bank.to(self.mean.device), torch.cat(kept_src))
 
     def _select(
         self,
@@ -265,9 +287,14 @@ class PatchCore(nn.Module):
         return idx.cpu()
 
     @torch.no_grad()
-    def set_memory_bank(self, bank: torch.Tensor) -> None:
-        """Installs a bank and precomputes its norms and each row's bank neighbours."""
+    def set_memory_bank(self, bank: torch.Tensor, source: torch.Tensor | None = None) -> None:
+        """Installs a bank (and each row's source image, if known); precomputes norms and neighbours."""
+        if source is not None and source.shape != bank.shape[:1]:
+            raise ValueError(f"bank_source has {tuple(source.shape)} entries for {bank.shape[0]} bank rows")
         self.memory_bank = bank.float().contiguous()
+        self.bank_source = (
+            torch.empty(0, dtype=torch.long) if source is None else source.long()
+        ).to(self.memory_bank.device)
         self.bank_sq = squared_norms(self.memory_bank)
         k = min(self.config.num_neighbours, bank.shape[0])
         _, nbrs = nearest_neighbours(self.memory_bank, self.memory_bank, self.bank_sq, k=k, chunk=4096)

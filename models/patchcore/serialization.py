@@ -53,6 +53,8 @@ def save_patchcore(model: PatchCore, directory: str | Path, metadata: dict[str, 
         "memory_bank": model.memory_bank.detach().cpu().contiguous(),
         "bank_neighbours": model.bank_neighbours.detach().cpu().contiguous(),
     }
+    if model.bank_source.numel():
+        tensors["bank_source"] = model.bank_source.detach().cpu().contiguous()
     if model.channel_mean.numel():
         tensors["channel_mean"] = model.channel_mean.detach().cpu().contiguous()
         tensors["channel_scale"] = model.channel_scale.detach().cpu().contiguous()
@@ -137,5 +139,10 @@ def load_patchcore(directory: str | Path, device: str | torch.device = "cpu") ->
     model.memory_bank = bank.float()
     model.bank_sq = (model.memory_bank**2).sum(1)
     model.bank_neighbours = nbrs.long()
+    source = tensors.get("bank_source")  # absent in models saved before leave-one-out calibration
+    if source is not None:
+        if source.shape != bank.shape[:1]:
+            raise ModelFileError(f"{tensor_path}: bank_source does not match the memory bank's {bank.shape[0]} rows")
+        model.bank_source = source.long()
     model.to(device)
     return model, doc.get("metadata", {})

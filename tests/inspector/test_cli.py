@@ -19,6 +19,13 @@ EVAL_KEYS = {
     "miss_rate",
     "n_normal",
     "n_anomalous",
+    # issue 11: the stated false-reject rate, the REVIEW band's outcome, out-of-domain frames, warnings
+    "stated_frr",
+    "escape_rate",
+    "review_rate_good",
+    "review_rate_defect",
+    "out_of_domain",
+    "warnings",
 }
 
 

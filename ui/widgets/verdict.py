@@ -10,8 +10,10 @@ STYLES = {
     "OK": ("#1e8e3e", "#ffffff"),
     "REVIEW": ("#f29900", "#202124"),
     "DEFECT": ("#d93025", "#ffffff"),
+    "OOD": ("#7b1fa2", "#ffffff"),  # out of domain: no verdict, goes to review
     None: ("#dadce0", "#5f6368"),
 }
+LABELS = {"OOD": "OUT-OF-DOMAIN"}
 
 
 class VerdictWidget(QLabel):
@@ -32,4 +34,4 @@ class VerdictWidget(QLabel):
         self.verdict = verdict
         bg, fg = STYLES.get(verdict, STYLES[None])
         self.setStyleSheet(f"QLabel {{ background: {bg}; color: {fg}; border-radius: 10px; padding: 8px; }}")
-        self.setText(verdict or "waiting")
+        self.setText(LABELS.get(verdict or "", verdict or "waiting"))

@@ -1,0 +1,134 @@
+"""Leave-one-out scores of the training images: each scored with its own bank rows excluded.
+
+A good image scored against a bank that holds its own patches scores near zero, so its score
+says nothing about a new good part. Excluding the rows that came from it (``bank_source``)
+makes every training image a held-out image for calibration, instead of setting aside a few:
+with 100 good images the threshold is read from 100 scores, not 10, and the bank keeps all 100.
+
+The rows an image contributed are few (the coreset keeps ~10% of all patches, spread over all
+images), so the bank without them is nearly the bank a new image meets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from models.patchcore.anomaly_map import anomaly_map
+from models.patchcore.model import PatchCore
+
+_BLOCK_FLOATS = 1 << 24  # 64 MB of fp32 distances per block, whatever the bank's size
+
+
+def _masked_nearest(
+    queries: torch.Tensor,
+    ids: torch.Tensor,
+    bank: torch.Tensor,
+    bank_sq: torch.Tensor,
+    source: torch.Tensor,
+    k: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances and indices (B, P, k) of the ``k`` nearest bank rows to each of the P queries
+    of image b, among the rows whose ``source`` is not ``ids[b]``: one matrix product per block
+    of bank rows for the whole batch, the excluded rows masked to infinity."""
+    b, p, c = queries.shape
+    flat = queries.reshape(b * p, c).contiguous()
+    q_sq = (flat * flat).sum(1, keepdim=True)
+    block = max(k, min(bank.shape[0], _BLOCK_FLOATS // max(1, b * p)))
+    best_d: torch.Tensor | None = None
+    best_i: torch.Tensor | None = None
+    for start in range(0, bank.shape[0], block):
+        stop = min(bank.shape[0], start + block)
+        d2 = torch.addmm(bank_sq[start:stop].unsqueeze(0), flat, bank[start:stop].T, alpha=-2.0) + q_sq
+        own = (source[start:stop].unsqueeze(0) == ids.unsqueeze(1)).unsqueeze(1)  # (B, 1, rows)
+        d2 = d2.view(b, p, -1).masked_fill_(own, float("inf"))
+        if k == 1:
+            val, idx = d2.min(dim=2, keepdim=True)
+        else:
+            val, idx = d2.topk(min(k, stop - start), dim=2, largest=False)
+        idx = idx + start
+        if best_d is None or best_i is None:
+            best_d, best_i = val, idx
+        else:
+            both_d, both_i = torch.cat([best_d, val], 2), torch.cat([best_i, idx], 2)
+            best_d, order = both_d.topk(min(k, both_d.shape[2]), dim=2, largest=False)
+            best_i = both_i.gather(2, order)
+    assert best_d is not None and best_i is not None
+    return best_d.clamp_min(1e-12).sqrt(), best_i
+
+
+def score_excluding(model: PatchCore, emb: torch.Tensor, image_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image scores (B,) and patch scores (B, h, w), image b searched without the rows of ``image_ids[b]``.
+
+    The same scoring as ``PatchCore.score_embedding`` (nearest-row distance, Eq. 7 reweighting
+    with the neighbourhood of m* also taken without the excluded rows), exact fp32. An id with
+    no rows in the bank (e.g. -1) gives the ordinary score.
+    """
+    if not model.is_fitted:
+        raise RuntimeError("PatchCore has no memory bank: fit it first")
+    if model.bank_source.numel() != model.memory_bank.shape[0]:
+        raise RuntimeError("this memory bank does not record which image each row came from; refit it")
+    bank, bank_sq, source = model.memory_bank, model.bank_sq, model.bank_source
+    ids = image_ids.to(source.device)
+    if bool((source == source[0]).all()) and bool((ids == source[0]).any()):
+        raise ValueError("leave-one-out needs at least two training images in the bank")
+    b, c, h, w = emb.shape
+    q = emb.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    dist, idx = _masked_nearest(q, ids, bank, bank_sq, source)
+    patch = dist[:, :, 0]  # (B, hw)
+    top = patch.argmax(dim=1)
+    rows = torch.arange(b, device=emb.device)
+    s_star, m_star = patch[rows, top], idx[rows, top, 0]
+    m_test = q[rows, top]  # (B, C)
+    k = min(model.config.num_neighbours, bank.shape[0])
+    _, support = _masked_nearest(bank[m_star].unsqueeze(1), ids, bank, bank_sq, source, k=k)
+    d_support = torch.linalg.vector_norm(bank[support[:, 0]] - m_test.unsqueeze(1), dim=2)  # (B, k)
+    weight = 1.0 - torch.softmax(d_support, dim=1)[:, 0]
+    return weight * s_star, patch.view(b, h, w)
+
+
+@torch.no_grad()
+def leave_one_out_scores(
+    model: PatchCore, batches: Iterable[torch.Tensor] | None = None, block: int = 16, max_maps: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of the training images in ``fit`` order, and anomaly maps (input size) of the first
+    ``max_maps`` (they only set the map colour range; 10,000 maps would take 500 MB).
+
+    A fit that was one coreset chunk kept its patch features (``fit_rows``): they are used,
+    and then dropped, so small sets pay no second pass over their images. Otherwise
+    ``batches`` must give the same images in the same order as to ``fit`` (image n is
+    ``bank_source`` n).
+    """
+    device = model.mean.device
+    size = (model.config.input_size, model.config.input_size)
+    scores, maps = [], []
+    cached, model.fit_rows = model.fit_rows, None
+    if cached is not None:
+        rows, (h, w) = cached
+        n = rows.shape[0] // (h * w)
+        for start in range(0, n, block):
+            part = rows[start * h * w : min(n, start + block) * h * w].to(device).float()
+            if model.config.standardize and model.channel_mean.numel():
+                part = (part - model.channel_mean) * model.channel_scale
+            emb = part.view(-1, h, w, part.shape[1]).permute(0, 3, 1, 2)
+            ids = torch.arange(start, start + emb.shape[0], device=device)
+            s, patch = score_excluding(model, emb, ids)
+            scores.append(s.cpu())
+            if start < max_maps:
+                maps.append(anomaly_map(patch[: max_maps - start], size, model.config.sigma).cpu())
+        return torch.cat(scores), torch.cat(maps)
+    if batches is None:
+        raise ValueError("the fit's features were not kept (a chunked fit): pass the training images again")
+    next_id = 0
+    for batch in batches:
+        batch = batch.to(device)
+        ids = torch.arange(next_id, next_id + batch.shape[0], device=device)
+        s, patch = score_excluding(model, model.embed(batch), ids)
+        scores.append(s.cpu())
+        if next_id < max_maps:
+            maps.append(
+                anomaly_map(patch[: max_maps - next_id], (batch.shape[-2], batch.shape[-1]), model.config.sigma).cpu()
+            )
+        next_id += batch.shape[0]
+    return torch.cat(scores), torch.cat(maps)
