@@ -37,8 +37,6 @@ EVENT_ACTIONS: dict[str, Action] = {
 STRICT_FROM_REVISION = "0002"
 
 
-@dataclass
-
 def verdict_follows(verdict: str, score: float, threshold: float) -> bool:
     """Whether a recorded verdict follows from its score and threshold. An out-of-domain frame
     ("OOD") goes to review whatever its score, so any score is consistent with it."""
@@ -46,6 +44,8 @@ def verdict_follows(verdict: str, score: float, threshold: float) -> bool:
         return True
     return (verdict == "DEFECT") == (score >= threshold)
 
+
+@dataclass
 class UserState:
     """A user as the chained events say they are at one moment."""
 

@@ -204,10 +204,19 @@ def _restandardize_if_drifted(
     return bank, drift, True
 
 
-def _install(model: PatchCore, bank: torch.Tensor, nbrs: torch.Tensor) -> None:
+def _install(model: PatchCore, bank: torch.Tensor, nbrs: torch.Tensor, source: torch.Tensor | None) -> None:
+    """Installs an updated bank; ``source`` (each row's training image, for leave-one-out
+    calibration) is kept only while it is known for every row, else dropped."""
     model.memory_bank = bank.float().contiguous()
     model.bank_sq = squared_norms(model.memory_bank)
     model.bank_neighbours = nbrs.long()
+    known = source is not None and source.shape[0] == bank.shape[0]
+    model.bank_source = (source.long() if known else torch.empty(0, dtype=torch.long)).to(model.memory_bank.device)
+
+
+def _old_source(model: PatchCore) -> torch.Tensor | None:
+    src = model.bank_source.cpu()
+    return src if src.numel() == model.memory_bank.shape[0] else None
 
 
 @torch.no_grad()
@@ -226,11 +235,15 @@ def add_images(
     import time
 
     t0 = time.process_time()  # CPU time: what the parts cost, even on a shared host
-    raws, stds = [], []
+    raws, stds, sources = [], [], []
+    old_source = _old_source(model)
+    next_image = int(old_source.max()) + 1 if old_source is not None and old_source.numel() else 0
     for i, b in enumerate(batches):
         raw, std = embed_rows(model, b)
         raws.append(raw.cpu())
         stds.append(std.cpu())
+        sources.append(torch.arange(next_image, next_image + b.shape[0]).repeat_interleave(raw.shape[0] // b.shape[0]))
+        next_image += b.shape[0]
         if progress is not None:
             progress("features", i + 1, i + 1)
     if not raws:
@@ -253,7 +266,8 @@ def add_images(
         nbrs = knn_sq(merged, merged, squared_norms(merged), k=min(k, merged.shape[0]))[1]
     else:
         nbrs = merge_neighbours(merged, model.bank_neighbours.cpu(), bank.shape[0], k)
-    _install(model, merged.to(model.mean.device), nbrs.to(model.mean.device))
+    source = None if old_source is None else torch.cat([old_source, torch.cat(sources)[idx]])
+    _install(model, merged.to(model.mean.device), nbrs.to(model.mean.device), source)
     report.rows_added = int(idx.numel())
     report.bank_rows_after = merged.shape[0]
     report.seconds = {
@@ -304,7 +318,9 @@ def remove_images(
         fresh = knn_sq(kept[rows], kept, squared_norms(kept), k=k)[1]
         nbrs = nbrs[:, :k].clone() if nbrs.shape[1] >= k else torch.zeros(kept.shape[0], k, dtype=torch.long)
         nbrs[rows] = fresh
-    _install(model, kept.to(model.mean.device), nbrs.to(model.mean.device))
+    old_source = _old_source(model)
+    source = None if old_source is None else old_source[keep]
+    _install(model, kept.to(model.mean.device), nbrs.to(model.mean.device), source)
     report.rows_removed = int(drop.sum())
     report.bank_rows_after = kept.shape[0]
     report.target_rows = full_refit_rows(model, max(stats.n, 1))

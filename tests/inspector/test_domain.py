@@ -93,8 +93,10 @@ def test_pipeline_station_cli_and_audit_show_the_state(
     assert inspector.domain is not None and inspector.domain.channels == [3]
     monkeypatch.setenv("INSPECTOR_ARGON2_FAST", "1")
     with AuditStore.open(tmp_path / "audit.db") as store:
-        admin = store.add_user(None, "root", "Root", "admin", "root-pass")
-        eng = store.add_user(admin, "eng", "Eng", "engineer", "eng-pass")
+        store.add_user(None, "root", "Root", "admin", "root-pass")
+        admin = store.authenticate("root", "root-pass")
+        store.add_user(admin, "eng", "Eng", "engineer", "eng-pass")
+        eng = store.authenticate("eng", "eng-pass")
         st = Station(store, inspector, "line-1")
         st.register_model(eng)
         items = {it.result.source: it for it in st.run(FolderSource(folder)) if not isinstance(it, str)}
