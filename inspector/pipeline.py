@@ -74,6 +74,20 @@ def inspect_batch(
     t0 = time.perf_counter()
     scores, maps = score_fn(to_batch(images, input_size))
     per_frame_ms = (time.perf_counter() - t0) * 1000 / len(images)
+    return to_results(images, scores, maps, per_frame_ms, thresholds, sources, start_index, extras)
+
+
+def to_results(
+    images: Sequence[np.ndarray],
+    scores: np.ndarray,
+    maps: np.ndarray,
+    per_frame_ms: float,
+    thresholds: Thresholds,
+    sources: Sequence[str] | None = None,
+    start_index: int = 0,
+    extras: dict[str, Any] | None = None,
+) -> list[InspectionResult]:
+    """Scores and input-sized maps to results with maps at each frame's size (shared by every path)."""
     results = []
     for i, (img, s, m) in enumerate(zip(images, scores, maps, strict=True)):
         h, w = img.shape[:2]

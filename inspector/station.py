@@ -2,23 +2,33 @@
 
 The app and the headless ``inspector inspect`` both drive this object, so the order of work and
 the rules (a disagreeing decision needs a reason; a store that is down queues, never drops) live
-in one place. It holds plain state and reports through return values and callbacks; the UI only
-draws it and forwards keystrokes.
+in one place. It holds plain state and reports through events (napari-style, psygnal): ``frame_ready``,
+``frame_skipped``, ``decision_recorded``, ``queue_changed`` and ``model_changed``. The UI
+subscribes, draws, and forwards keystrokes. Events fire on the thread that did the work (the
+stream's worker for frames), so a Qt subscriber re-emits them as a queued Qt signal.
+
+A shift is bounded: ``history`` keeps the newest ``keep`` frames in memory and reloads older
+ones from the audit store when the operator steps back (``inspector.shift_history``).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from psygnal import Signal
 
 from inspector.audit import AuditStore, RecordQueued, User
 from inspector.errors import InspectorError
 from inspector.pipeline import InspectionResult, Inspector
+from inspector.shift_history import DEFAULT_KEEP, ShiftHistory
 from inspector.sources import FrameSource
+
+Analyse = Callable[..., list[Any]]  # (images, *, sources, start_index) -> [FrameAnalysis]
 
 DECISIONS = ("accept", "reject")
 REASON_CODES = (
@@ -56,6 +66,7 @@ class StationItem:
     decision: str | None = None
     decision_id: int | None = None
     queued_uid: str | None = None  # how to find the record's id once the queue has flushed
+    index: int = -1  # position in the shift, set when the station takes the item
 
 
 @dataclass
@@ -69,8 +80,22 @@ class ShiftCounts:
     verdicts: Counter[str] = field(default_factory=Counter)
 
 
+class StationEvents:
+    """What a station tells its subscribers; each signal carries one plain value."""
+
+    frame_ready = Signal(object)  # StationItem, once recorded (or queued)
+    frame_skipped = Signal(str)  # why a frame could not be read
+    decision_recorded = Signal(object)  # StationItem, with its decision
+    queue_changed = Signal(int)  # records waiting in the retry queue
+    model_changed = Signal(object)  # the station's model version id (None: not registered)
+
+
 class Station:
-    """One operator station: inspects frames, records them, takes decisions."""
+    """One operator station: inspects frames, records them, takes decisions.
+
+    ``analyse`` (``FrameAnalyser.analyse``) gives score, map, Grad-CAM and defect type in one
+    model pass; ``explain`` is the older per-result hook, run after the pipeline's own pass.
+    """
 
     def __init__(
         self,
@@ -79,15 +104,25 @@ class Station:
         name: str,
         *,
         explain: Callable[[InspectionResult], tuple[np.ndarray | None, dict[str, Any]]] | None = None,
+        analyse: Analyse | None = None,
+        keep: int = DEFAULT_KEEP,
     ) -> None:
         self.store = store
         self.inspector = inspector
         self.name = name
         self.explain = explain
+        self.analyse = analyse
+        self.events = StationEvents()
         self.counts = ShiftCounts()
-        self.items: list[StationItem] = []
+        self.history = ShiftHistory(keep, self._reload)
         self.model_version_id = self.find_model_version()
         self.messages: list[str] = []
+        self._lock = threading.Lock()  # counts change on the stream's thread and on decisions'
+
+    @property
+    def items(self) -> ShiftHistory:
+        """The shift's items by index (older ones reloaded from the store)."""
+        return self.history
 
     def find_model_version(self) -> int | None:
         """The audit store's id for this model (matched by the content hash of its memory bank)."""
@@ -108,7 +143,13 @@ class Station:
             metrics=info.metrics,
             model_dir=info.model_dir,
         )
+        self.events.model_changed.emit(self.model_version_id)
         return self.model_version_id
+
+    def set_thresholds(self, thresholds: Any) -> None:
+        """New thresholds for the next frames (an engineer's logged override)."""
+        self.inspector.thresholds = thresholds
+        self.events.model_changed.emit(self.model_version_id)
 
     def _require_model(self) -> int:
         if self.model_version_id is None:
@@ -118,10 +159,14 @@ class Station:
             )
         return self.model_version_id
 
-    def process(self, result: InspectionResult) -> StationItem:
-        """Explains (when set up) and records one result; a down store queues it."""
+    def process(
+        self, result: InspectionResult, gradcam: np.ndarray | None = None, extras: dict[str, Any] | None = None
+    ) -> StationItem:
+        """Records one result (explained by ``explain`` unless a Grad-CAM comes with it); a down store queues it."""
         model_id = self._require_model()
-        gradcam, extras = self.explain(result) if self.explain else (None, {})
+        if gradcam is None and extras is None:
+            gradcam, extras = self.explain(result) if self.explain else (None, {})
+        extras = extras or {}
         inspection_id: int | None
         queued_uid: str | None = None
         try:
@@ -140,29 +185,70 @@ class Station:
             )
         except RecordQueued as exc:
             inspection_id, queued_uid = None, exc.uid
-            self.counts.queued += 1
-            self.messages.append(str(exc))
+            with self._lock:
+                self.counts.queued += 1
+            self._say(str(exc))
         item = StationItem(result, inspection_id, gradcam, extras, queued_uid=queued_uid)
-        self.items.append(item)
-        self.counts.inspected += 1
-        self.counts.verdicts[result.verdict] += 1
+        self.history.append(item)
+        with self._lock:
+            self.counts.inspected += 1
+            self.counts.verdicts[result.verdict] += 1
+        self.events.frame_ready.emit(item)
+        if queued_uid is not None:
+            self.events.queue_changed.emit(self.store.queue_length)
         return item
+
+    def _say(self, text: str) -> None:
+        self.messages.append(text)
+        del self.messages[:-100]  # a long outage must not grow the list all shift
+
+    def _reload(self, index: int, inspection_id: int | None, queued_uid: str | None) -> StationItem | None:
+        """An older frame back from the audit store, for the operator stepping back."""
+        from inspector.images import frame_sha256
+
+        try:
+            if inspection_id is None and queued_uid is not None:
+                inspection_id = self.store.inspection_id_for(queued_uid)
+            if inspection_id is None:
+                return None  # still waiting in the retry queue
+            rec = self.store.inspection(inspection_id)
+        except InspectorError:
+            return None
+        if rec.frame is None or rec.anomaly_map is None:
+            return None
+        th = self.inspector.thresholds
+        result = InspectionResult(
+            rec.frame_index, rec.source, rec.frame, rec.score, rec.threshold, th.review, rec.verdict,
+            rec.anomaly_map.astype(np.float16), rec.latency_ms, frame_sha256(rec.frame),
+        )
+        gradcam = None if rec.gradcam is None else rec.gradcam.astype(np.float16)
+        return StationItem(result, inspection_id, gradcam, {"reloaded": True}, index=index)
+
+    def inspect(self, images: Sequence[np.ndarray], names: Sequence[str]) -> Iterator[StationItem]:
+        """Inspects (and explains) a batch, then records each frame in order."""
+        start = len(self.history)
+        if self.analyse is not None:
+            for a in self.analyse(images, sources=names, start_index=start):
+                yield self.process(a.result, a.gradcam, a.extras)
+            return
+        for r in self.inspector.inspect_images(images, sources=names, start_index=start):
+            yield self.process(r)
 
     def run(self, source: FrameSource, batch_size: int = 1) -> Iterator[StationItem | str]:
         """Inspects a whole source; yields items, and messages for frames that could not be read."""
         pending: list[tuple[str, np.ndarray]] = []
 
         def flush() -> Iterator[StationItem]:
-            for r in self.inspector.inspect_images(
-                [f for _, f in pending], sources=[n for n, _ in pending], start_index=len(self.items)
-            ):
-                yield self.process(r)
+            yield from self.inspect([f for _, f in pending], [n for n, _ in pending])
             pending.clear()
 
         for frame in source:
             if frame.image is None:
-                self.counts.unreadable += 1
-                yield f"skipped {frame.name}: {frame.error}"
+                with self._lock:
+                    self.counts.unreadable += 1
+                text = f"skipped {frame.name}: {frame.error}"
+                self.events.frame_skipped.emit(text)
+                yield text
                 continue
             pending.append((frame.name, frame.image))
             if len(pending) >= batch_size:
@@ -183,11 +269,7 @@ class Station:
         A decision that disagrees with the model without a reason is refused here, before it
         reaches the store, so the operator is asked at once.
         """
-        if decision not in DECISIONS:
-            raise InspectorError(f"decision must be accept or reject, got '{decision}'")
-        disagreeing = disagrees(item.result.verdict, decision)
-        if disagreeing and not (reason_code or (reason_text and reason_text.strip())):
-            raise ReasonRequired(f"the model said {item.result.verdict}; to {decision} this part give a reason")
+        disagreeing = self.check_decision(item, decision, reason_code, reason_text)
         if item.inspection_id is None:
             self.flush_queue()
             if item.queued_uid is not None:
@@ -206,16 +288,35 @@ class Station:
             )
         except RecordQueued as exc:
             decision_id = None
-            self.counts.queued += 1
-            self.messages.append(str(exc))
-        if item.decision is None:
-            self.counts.accepted += decision == "accept"
-            self.counts.rejected += decision == "reject"
-            self.counts.disagreements += disagreeing
-        item.decision, item.decision_id = decision, decision_id
+            with self._lock:
+                self.counts.queued += 1
+            self._say(str(exc))
+            self.events.queue_changed.emit(self.store.queue_length)
+        with self._lock:
+            if item.decision is None:
+                self.counts.accepted += decision == "accept"
+                self.counts.rejected += decision == "reject"
+                self.counts.disagreements += disagreeing
+            item.decision, item.decision_id = decision, decision_id
+        self.history.note(item)
+        self.events.decision_recorded.emit(item)
         return decision_id
 
+    @staticmethod
+    def check_decision(
+        item: StationItem, decision: str, reason_code: str | None = None, reason_text: str | None = None
+    ) -> bool:
+        """Refuses an unknown decision or an unexplained overrule at once; True if it disagrees."""
+        if decision not in DECISIONS:
+            raise InspectorError(f"decision must be accept or reject, got '{decision}'")
+        disagreeing = disagrees(item.result.verdict, decision)
+        if disagreeing and not (reason_code or (reason_text and reason_text.strip())):
+            raise ReasonRequired(f"the model said {item.result.verdict}; to {decision} this part give a reason")
+        return disagreeing
+
     def flush_queue(self) -> int:
-        """Retries queued records; returns how many are still waiting."""
+        """Retries queued records; returns how many are still waiting (slow when the store is down)."""
         self.store.flush_queue()
-        return self.store.queue_length
+        n = self.store.queue_length
+        self.events.queue_changed.emit(n)
+        return n

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import cv2
-import numpy as np
 
 from inspector.cli.common import device_option, root_option, write_json
-from inspector.explain import (
-    METHODS,
-    Explainer,
-    Explanation,
-    NoDefectClassifierError,
-    check_methods,
-    train_defect_head,
-)
-from inspector.images import read_image
-from inspector.overlay import panels
-from inspector.pipeline import Inspector
+
+if TYPE_CHECKING:  # torch, cv2 and the explainers load inside the commands: --help stays fast
+    import numpy as np
+
+    from inspector.explain import Explanation
+    from inspector.pipeline import Inspector
+
+METHOD_NAMES = "anomaly, gradcam, defect-gradcam, occlusion, saliency"  # checked against METHODS by a test
 
 TITLES = {
     "anomaly": "anomaly map",
@@ -40,6 +36,8 @@ def header(e: Explanation) -> str:
 
 def method_panel(frame: np.ndarray, e: Explanation, method: str, inspector: Inspector, opacity: float) -> np.ndarray:
     """frame | one method's overlay, in the model's fixed colour range with the threshold outlined."""
+    from inspector.overlay import panels
+
     t = inspector.thresholds
     title = TITLES[method]
     if method == "gradcam" and e.agreement is not None:
@@ -53,6 +51,8 @@ def method_panel(frame: np.ndarray, e: Explanation, method: str, inspector: Insp
 
 
 def _methods(raw: tuple[str, ...]) -> tuple[str, ...]:
+    from inspector.explain import check_methods
+
     return check_methods([m.strip() for item in raw for m in item.split(",") if m.strip()])
 
 
@@ -64,7 +64,7 @@ def _methods(raw: tuple[str, ...]) -> tuple[str, ...]:
     multiple=True,
     default=("anomaly", "gradcam"),
     show_default=True,
-    help=f"Repeat or comma-separate: {', '.join(METHODS)}.",
+    help=f"Repeat or comma-separate: {METHOD_NAMES}.",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--opacity", type=click.FloatRange(0, 1), default=0.45, show_default=True)
@@ -81,6 +81,12 @@ def explain_cmd(
     Example: inspector explain --model models_out/pill --method anomaly,gradcam --out why
     ../shared/data/pillqc/chip/*.jpg
     """
+    import cv2
+
+    from inspector.explain import Explainer, NoDefectClassifierError
+    from inspector.images import read_image
+    from inspector.pipeline import Inspector
+
     methods = _methods(raw_methods)
     inspector = Inspector.load(model_dir, device)
     explainer = Explainer.load(inspector)
@@ -131,6 +137,9 @@ def train_defects_cmd(
     Example: inspector train-defects --model models_out/pill --manifest data_manifests/pillqc.json
     --root ../shared/data/pillqc --share 0.5
     """
+    from inspector.explain import train_defect_head
+    from inspector.pipeline import Inspector
+
     inspector = Inspector.load(model_dir, device)
     r = train_defect_head(inspector, manifest, root, share=share, splits=splits or None, seed=seed)
     click.echo(f"defect classifier for {model_dir}: classes {', '.join(r.head.classes)}")

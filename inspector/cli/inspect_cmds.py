@@ -11,9 +11,6 @@ import click
 from inspector.audit import AuditStore, User
 from inspector.cli.common import device_option
 from inspector.errors import InspectorError
-from inspector.pipeline import Inspector
-from inspector.sources import open_source
-from inspector.station import DECISIONS, Station
 
 PASSWORD_ENV = "INSPECTOR_PASSWORD"
 
@@ -28,6 +25,8 @@ def login(store: AuditStore, user_id: str) -> User:
 
 def read_decisions(path: Path) -> dict[str, tuple[str, str | None]]:
     """CSV rows ``frame file name, accept|reject, reason``; a header row is optional."""
+    from inspector.station import DECISIONS
+
     if not path.is_file():
         raise InspectorError(f"decisions file not found: {path}")
     out: dict[str, tuple[str, str | None]] = {}
@@ -74,6 +73,10 @@ def inspect_cmd(
 
     Example: inspector inspect --model models/pill --input frames/ --db audit.db --station line-1
     """
+    from inspector.pipeline import Inspector
+    from inspector.sources import open_source
+    from inspector.station import Station
+
     if (operator is None) != (decisions_csv is None):
         raise InspectorError("--operator and --decisions go together")
     decisions = read_decisions(decisions_csv) if decisions_csv else {}
@@ -82,11 +85,13 @@ def inspect_cmd(
         st = Station(store, Inspector.load(model_dir, device), station)
         src = open_source(source)
         n_decided = 0
+        seen: set[str] = set()  # frame names only: the station keeps few frames in memory
         for item in st.run(src, batch_size):
             if isinstance(item, str):
                 click.echo(item, err=True)
                 continue
             r = item.result
+            seen.add(r.source)
             line = f"{r.source}: {r.verdict} score {r.score:.4f} (thr {r.threshold:.4f})"
             if item.inspection_id is None:
                 line += " [waiting in retry queue]"
@@ -97,7 +102,7 @@ def inspect_cmd(
                 line += f" -> {decision} by {user.id}"
             click.echo(line)
         c = st.counts
-        missing = sorted(set(decisions) - {it.result.source for it in st.items})
+        missing = sorted(set(decisions) - seen)
         click.echo(
             f"{c.inspected} inspected ({c.verdicts['OK']} OK, {c.verdicts['REVIEW']} REVIEW, "
             f"{c.verdicts['DEFECT']} DEFECT), {n_decided} decisions, {c.unreadable} unreadable, "
@@ -122,6 +127,9 @@ def register_cmd(model_dir: Path, db: str | None, actor: str, activate: bool) ->
 
     Example: inspector models register --model models/pill --db audit.db --as eng1
     """
+    from inspector.pipeline import Inspector
+    from inspector.station import Station
+
     with AuditStore.open(db) as store:
         user = login(store, actor)
         st = Station(store, Inspector.load(model_dir, "cpu"), "registration")

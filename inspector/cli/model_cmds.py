@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
-import cv2
 
-from inspector import demo as demo_mod
 from inspector.cli.common import StageBars, device_option, prediction_doc, root_option, show_progress, write_json
-from inspector.evaluation import evaluate, format_report
-from inspector.images import read_image
+from inspector.errors import ImageError, InspectorError
 from inspector.manifest import load_manifest
-from inspector.overlay import panels
-from inspector.pipeline import Inspector
-from inspector.training import train
-from models.backbones import BACKBONES
-from models.patchcore import PatchCoreConfig
+
+
+class BackboneChoice(click.Choice):  # type: ignore[type-arg]
+    """``--backbone`` names, read from ``models.backbones`` (which loads torch) only when a command parses."""
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from models.backbones import BACKBONES
+
+        return tuple(sorted(BACKBONES))
+
+    @choices.setter
+    def choices(self, _value: Any) -> None:
+        """click's constructor sets them; the property reads them instead."""
 
 
 @click.command("train")
@@ -26,7 +36,7 @@ from models.patchcore import PatchCoreConfig
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory to write."
 )
-@click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="efficientnet_lite0", show_default=True)
+@click.option("--backbone", type=BackboneChoice(), default="efficientnet_lite0", show_default=True)
 @click.option(
     "--weights",
     type=click.Path(dir_okay=False),
@@ -62,6 +72,10 @@ def train_cmd(
 
     Example: inspector train --manifest data_manifests/pillqc.json --root ../shared/data/pillqc --out models_out/pill
     """
+    from inspector.training import train
+    from models.backbones import BACKBONES
+    from models.patchcore import PatchCoreConfig
+
     m = load_manifest(manifest)
     defaults = PatchCoreConfig()
     spec_layers = BACKBONES[backbone].default_layers if backbone != defaults.backbone else defaults.layers
@@ -101,6 +115,9 @@ def eval_cmd(model_dir: Path, manifest: Path, root: Path, json_out: Path, device
     Example: inspector eval --model models_out/pill --manifest data_manifests/pillqc.json
     --root ../shared/data/pillqc --json eval.json
     """
+    from inspector.evaluation import evaluate, format_report
+    from inspector.pipeline import Inspector
+
     inspector = Inspector.load(model_dir, device)
     m = load_manifest(manifest)
     bars = StageBars(show_progress())
@@ -139,15 +156,26 @@ def predict_cmd(
         predict_onnx(onnx_file, out, images)
         return
     assert model_dir is not None
+    import cv2
+
     from inspector.cli.explain_cmds import header
     from inspector.explain import Explainer
+    from inspector.images import read_image
+    from inspector.overlay import panels
+    from inspector.pipeline import Inspector
 
     inspector = Inspector.load(model_dir, device)
     explainer = Explainer.load(inspector)
-    frames = [(p, read_image(p)) for p in images]  # read all first: a bad file fails before any output
     out.mkdir(parents=True, exist_ok=True)
     t = inspector.thresholds
-    for path, frame in frames:
+    failed: list[str] = []
+    for path in images:
+        try:  # one bad file is reported and skipped; the rest are still scored
+            frame = read_image(path)
+        except ImageError as exc:
+            click.echo(f"skipped {exc}", err=True)
+            failed.append(str(path))
+            continue
         r = inspector.inspect_images([frame], sources=[str(path)])[0]
         e = explainer.explain(frame, ("anomaly", "gradcam"))
         doc = prediction_doc(
@@ -171,6 +199,8 @@ def predict_cmd(
         )
         cv2.imwrite(str(out / f"{path.stem}.png"), cv2.cvtColor(png, cv2.COLOR_RGB2BGR))
         click.echo(f"{path}: {r.verdict} (score {r.score:.4f}, threshold {r.threshold:.4f})")
+    if failed:
+        raise InspectorError(f"{len(failed)} of {len(images)} image(s) could not be read: {', '.join(failed[:5])}")
 
 
 @click.command("demo")
@@ -183,6 +213,8 @@ def predict_cmd(
 @device_option
 def demo_cmd(workdir: Path | None, device: str) -> None:
     """Make synthetic data, train on it, evaluate, and print the figures. Needs no downloads."""
+    from inspector import demo as demo_mod
+
     bars = StageBars(show_progress())
     try:
         reports = demo_mod.run_demo(workdir, device=device, progress=bars, echo=click.echo)
