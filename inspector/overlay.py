@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 
 COLORMAP = cv2.COLORMAP_JET
+# Grad-CAM gets its own palette so an operator never mistakes it for the calibrated anomaly map.
+GRADCAM_COLORMAP = cv2.COLORMAP_VIRIDIS
 
 
 def normalise(amap: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -19,12 +21,17 @@ def normalise(amap: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((amap.astype(np.float32) - low) / (high - low), 0.0, 1.0)
 
 
-def colourise(unit: np.ndarray) -> np.ndarray:
-    """[0, 1] map to RGB uint8 with the shared colour map."""
+def colourise(unit: np.ndarray, colormap: int = COLORMAP) -> np.ndarray:
+    """[0, 1] map to RGB uint8 with the shared colour map (or ``colormap``)."""
     if unit.ndim != 2:
         raise ValueError(f"expected a 2-D map, got shape {unit.shape}")
-    bgr = cv2.applyColorMap((unit * 255).astype(np.uint8), COLORMAP)
+    bgr = cv2.applyColorMap((unit * 255).astype(np.uint8), colormap)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def palette(colormap: int = COLORMAP) -> np.ndarray:
+    """The 256 RGB colours of a colour map, low to high (for a legend)."""
+    return colourise(np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :], colormap)[0]
 
 
 def overlay(
@@ -36,6 +43,7 @@ def overlay(
     opacity: float = 0.45,
     contour_level: float | None = None,
     contour_colour: tuple[int, int, int] = (255, 255, 255),
+    colormap: int = COLORMAP,
 ) -> np.ndarray:
     """Blends a map over an RGB uint8 image; pixels below ``low`` stay untinted.
 
@@ -46,10 +54,11 @@ def overlay(
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
     h, w = image.shape[:2]
+    amap = np.asarray(amap, dtype=np.float32)  # a station keeps its maps as float16
     if amap.shape != (h, w):
-        amap = cv2.resize(amap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
     unit = normalise(amap, low, high)
-    colour = colourise(unit).astype(np.float32)
+    colour = colourise(unit, colormap).astype(np.float32)
     alpha = (opacity * np.clip(unit * 3.0, 0.0, 1.0))[..., None]  # calm areas stay see-through
     out = image.astype(np.float32) * (1 - alpha) + colour * alpha
     result = np.clip(out, 0, 255).astype(np.uint8)

@@ -224,31 +224,47 @@ class Station:
         gradcam = None if rec.gradcam is None else rec.gradcam.astype(np.float16)
         return StationItem(result, inspection_id, gradcam, {"reloaded": True}, index=index)
 
-    def inspect(self, images: Sequence[np.ndarray], names: Sequence[str]) -> Iterator[StationItem]:
-        """Inspects (and explains) a batch, then records each frame in order."""
+    def inspect(self, images: Sequence[np.ndarray], names: Sequence[str]) -> Iterator[StationItem | str]:
+        """Inspects (and explains) a batch, then records each frame in order.
+
+        A batch the model fails on is retried frame by frame, and a frame that still fails is
+        counted as unreadable with its reason: one odd frame never ends a shift.
+        """
         start = len(self.history)
-        if self.analyse is not None:
-            for a in self.analyse(images, sources=names, start_index=start):
-                yield self.process(a.result, a.gradcam, a.extras)
+        try:
+            if self.analyse is not None:
+                done = [(a.result, a.gradcam, a.extras) for a in self.analyse(images, sources=names, start_index=start)]
+            else:
+                done = [(r, None, None) for r in self.inspector.inspect_images(images, sources=names, start_index=start)]
+        except (InspectorError, RuntimeError, ValueError, MemoryError) as exc:
+            if len(images) > 1:
+                for image, name in zip(images, names, strict=True):
+                    yield from self.inspect([image], [name])
+                return
+            yield self.skip(names[0], f"the model could not process it ({type(exc).__name__}: {exc})")
             return
-        for r in self.inspector.inspect_images(images, sources=names, start_index=start):
-            yield self.process(r)
+        for result, gradcam, extras in done:
+            yield self.process(result, gradcam, extras)
+
+    def skip(self, name: str, reason: str) -> str:
+        """Counts a frame as unreadable and says why."""
+        with self._lock:
+            self.counts.unreadable += 1
+        text = f"skipped {name}: {reason}"
+        self.events.frame_skipped.emit(text)
+        return text
 
     def run(self, source: FrameSource, batch_size: int = 1) -> Iterator[StationItem | str]:
         """Inspects a whole source; yields items, and messages for frames that could not be read."""
         pending: list[tuple[str, np.ndarray]] = []
 
-        def flush() -> Iterator[StationItem]:
+        def flush() -> Iterator[StationItem | str]:
             yield from self.inspect([f for _, f in pending], [n for n, _ in pending])
             pending.clear()
 
         for frame in source:
             if frame.image is None:
-                with self._lock:
-                    self.counts.unreadable += 1
-                text = f"skipped {frame.name}: {frame.error}"
-                self.events.frame_skipped.emit(text)
-                yield text
+                yield self.skip(frame.name, frame.error or "unreadable")
                 continue
             pending.append((frame.name, frame.image))
             if len(pending) >= batch_size:
