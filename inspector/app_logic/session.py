@@ -19,7 +19,7 @@ ROLE_VIEWS: dict[str, tuple[str, ...]] = {
     "operator": ("operator",),
     "engineer": ("engineer",),
     "auditor": ("auditor",),
-    "admin": ("auditor",),
+    "admin": ("auditor", "users"),
 }
 
 
