@@ -233,9 +233,11 @@ class Station:
         start = len(self.history)
         try:
             if self.analyse is not None:
-                done = [(a.result, a.gradcam, a.extras) for a in self.analyse(images, sources=names, start_index=start)]
+                analysed = self.analyse(images, sources=names, start_index=start)
+                done = [(a.result, a.gradcam, a.extras) for a in analysed]
             else:
-                done = [(r, None, None) for r in self.inspector.inspect_images(images, sources=names, start_index=start)]
+                results = self.inspector.inspect_images(images, sources=names, start_index=start)
+                done = [(r, None, None) for r in results]
         except (InspectorError, RuntimeError, ValueError, MemoryError) as exc:
             if len(images) > 1:
                 for image, name in zip(images, names, strict=True):
