@@ -175,6 +175,7 @@ def test_predict_goes_on_past_a_bad_file_and_names_it(trained_tiny: Path, frames
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     out = tmp_path / "pred"
-    r = CliRunner().invoke(main, ["predict", "--model", str(trained_tiny), "--out", str(out), str(bad), *map(str, good)])
+    args = ["predict", "--model", str(trained_tiny), "--out", str(out), str(bad), *map(str, good)]
+    r = CliRunner().invoke(main, args)
     assert r.exit_code != 0 and "broken.png" in r.output and "Traceback" not in r.output
     assert sorted(p.name for p in out.glob("*.json")) == sorted(f"{p.stem}.json" for p in good)
