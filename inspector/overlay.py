@@ -6,6 +6,8 @@ stretched to each frame's maximum, so a good part looks calm and two frames comp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -69,9 +71,11 @@ def overlay(
     return result
 
 
-def colour_bar(height: int, low: float, high: float, threshold: float | None = None, width: int = 56) -> np.ndarray:
+def colour_bar(
+    height: int, low: float, high: float, threshold: float | None = None, width: int = 56, colormap: int = COLORMAP
+) -> np.ndarray:
     """A vertical colour bar with its range and the threshold marked, RGB uint8."""
-    bar = colourise(np.linspace(1, 0, height)[:, None].repeat(14, axis=1))
+    bar = colourise(np.linspace(1, 0, height)[:, None].repeat(14, axis=1), colormap)
     panel = np.full((height, width, 3), 255, np.uint8)
     panel[:, 4:18] = bar
     font = cv2.FONT_HERSHEY_SIMPLEX
@@ -97,19 +101,22 @@ def panels(
     header: str = "",
     opacity: float = 0.45,
     display: int = 320,
+    colormaps: Sequence[int] | None = None,
 ) -> np.ndarray:
     """``frame | map | map ...`` side by side with titles and a colour bar per map.
 
-    Each map entry is (title, map, low, high, contour level or None).
+    Each map entry is (title, map, low, high, contour level or None); ``colormaps`` gives each
+    map its palette (default: the shared one), so Grad-CAM can look unlike the anomaly map.
     """
     scale = display / max(image.shape[:2])
     size = (max(1, int(image.shape[1] * scale)), max(1, int(image.shape[0] * scale)))
     base = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     tiles = [_titled(base, header or "frame")]
-    for title, amap, low, high, level in named_maps:
+    for i, (title, amap, low, high, level) in enumerate(named_maps):
+        cmap = colormaps[i] if colormaps is not None else COLORMAP
         m = cv2.resize(amap.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
-        ov = overlay(base, m, low, high, opacity=opacity, contour_level=level)
-        tiles.append(_titled(np.hstack([ov, colour_bar(size[1], low, high, level)]), title))
+        ov = overlay(base, m, low, high, opacity=opacity, contour_level=level, colormap=cmap)
+        tiles.append(_titled(np.hstack([ov, colour_bar(size[1], low, high, level, colormap=cmap)]), title))
     gap = np.full((tiles[0].shape[0], 6, 3), 255, np.uint8)
     row: list[np.ndarray] = []
     for t in tiles:

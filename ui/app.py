@@ -69,6 +69,9 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     font = QFont(app.font())
     font.setPointSizeF(max(font.pointSizeF(), 10.5))
     app.setFont(font)
+    from inspector.runtime import warm_up_threads
+
+    warm_up_threads()  # before any worker runs the model: see inspector.runtime
     return app
 
 

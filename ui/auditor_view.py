@@ -98,6 +98,7 @@ class AuditorWidget(QWidget):
     # ------------------------------------------------------------------ filters
     def _filters(self) -> QHBoxLayout:
         row = QHBoxLayout()
+        row.setSpacing(6)
         self.use_since, self.use_until = QCheckBox("from"), QCheckBox("to")
         today = QDate.currentDate()
         self.since, self.until = QDateEdit(today.addDays(-7)), QDateEdit(today)
@@ -113,8 +114,11 @@ class AuditorWidget(QWidget):
                              ("verdict", self.verdict)):
             row.addWidget(QLabel(label))
             row.addWidget(combo)
+            # Long operator names must not widen the window past a 1280-pixel screen.
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
             combo.currentIndexChanged.connect(self.refresh)
-        self.disagreements = QCheckBox("overruled only")
+        self.disagreements = QCheckBox("overruled")
         self.disagreements.toggled.connect(self.refresh)
         row.addWidget(self.disagreements)
         row.addStretch(1)

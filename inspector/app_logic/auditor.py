@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from inspector.audit import AuditStore
-from inspector.overlay import panels
+from inspector.overlay import COLORMAP, GRADCAM_COLORMAP, panels
 
 
 def decision_filters(
@@ -52,4 +52,5 @@ def recorded_view(store: AuditStore, inspection_id: int, display: int = 280) -> 
         maps.append(("anomaly map", rec.anomaly_map, low, max(high, low + 1e-6), rec.threshold))
     if rec.gradcam is not None:  # recorded in score units (Explanation.display)
         maps.append(("Grad-CAM", rec.gradcam, low, max(high, low + 1e-6), None))
-    return panels(rec.frame, maps, header=f"frame {rec.frame_index}", display=display), caption
+    cmaps = [GRADCAM_COLORMAP if title == "Grad-CAM" else COLORMAP for title, *_ in maps]
+    return panels(rec.frame, maps, header=f"frame {rec.frame_index}", display=display, colormaps=cmaps), caption
