@@ -12,16 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtGui import QFont, QKeyEvent
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QCheckBox,
-    QFrame,
-    QGridLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
-    QPushButton,
     QSlider,
     QVBoxLayout,
     QWidget,
@@ -31,57 +27,16 @@ from inspector import app_logic
 from inspector.app_logic import operator as operator_logic
 from inspector.errors import InspectorError
 from inspector.station import REASON_CODES, ReasonRequired, Station, StationItem
+from ui.station_bridge import StationBridge
+from ui.widgets.decision_panel import COUNT_FIELDS, DecisionPanelWidget
 from ui.widgets.image_view import FrameWidget
 from ui.widgets.legend import ColourLegendWidget
 from ui.widgets.reason_dialog import ReasonDialog
-from ui.widgets.score_bar import ScoreBarWidget
 from ui.widgets.source_bar import SourceBarWidget
-from ui.widgets.verdict import VerdictWidget
 from ui.workers import Worker, start_job, stop_jobs
 
 IN_FLIGHT = 2  # frames the stream may run ahead of the screen (live sources are throttled to it)
 BACKLOG = 8  # undecided frames before a folder or video stream waits for the operator
-COUNT_FIELDS = (("inspected", "inspected"), ("accepted", "accepted"), ("rejected", "rejected"),
-                ("disagreements", "overruled"), ("unreadable", "unreadable"))
-
-
-class StationBridge(QObject):
-    """Re-emits a station's events (fired on the stream's thread) as queued Qt signals."""
-
-    frame_ready = Signal(object)
-    frame_skipped = Signal(str)
-    decision_recorded = Signal(object)
-    queue_changed = Signal(int)
-    model_changed = Signal(object)
-
-    def attach(self, station: Station) -> None:
-        ev = station.events
-        ev.frame_ready.connect(self._frame_ready)
-        ev.frame_skipped.connect(self._frame_skipped)
-        ev.decision_recorded.connect(self._decision_recorded)
-        ev.queue_changed.connect(self._queue_changed)
-        ev.model_changed.connect(self._model_changed)
-
-    def detach(self, station: Station) -> None:
-        ev = station.events
-        for sig in (ev.frame_ready, ev.frame_skipped, ev.decision_recorded, ev.queue_changed, ev.model_changed):
-            sig.disconnect()
-
-    # Plain methods (psygnal holds them weakly, with the bridge); Qt queues each emit to the UI thread.
-    def _frame_ready(self, item: Any) -> None:
-        self.frame_ready.emit(item)
-
-    def _frame_skipped(self, text: str) -> None:
-        self.frame_skipped.emit(text)
-
-    def _decision_recorded(self, item: Any) -> None:
-        self.decision_recorded.emit(item)
-
-    def _queue_changed(self, n: int) -> None:
-        self.queue_changed.emit(n)
-
-    def _model_changed(self, model_id: Any) -> None:
-        self.model_changed.emit(model_id)
 
 
 class OperatorWidget(QWidget):
@@ -158,68 +113,17 @@ class OperatorWidget(QWidget):
         body.addWidget(self._side_panel())
 
     def _side_panel(self) -> QWidget:
-        side = QFrame()
-        side.setFixedWidth(340)
-        lay = QVBoxLayout(side)
-        self.model_label = QLabel("")
-        self.model_label.setStyleSheet("color:#3c4043; font-weight:bold;")
-        self.model_label.setWordWrap(True)
-        lay.addWidget(self.model_label)
-        self.verdict = VerdictWidget()
-        lay.addWidget(self.verdict)
-        self.score_label = QLabel("score —")
-        f = QFont(self.score_label.font())
-        f.setPointSizeF(f.pointSizeF() * 1.3)
-        self.score_label.setFont(f)
-        lay.addWidget(self.score_label)
-        self.score_bar = ScoreBarWidget()
-        lay.addWidget(self.score_bar)
-        self.explain_label = QLabel("defect type: —\nexplanations: —")
-        self.explain_label.setWordWrap(True)
-        lay.addWidget(self.explain_label)
-        buttons = QHBoxLayout()
-        self.accept_button = QPushButton("Accept  (A)")
-        self.reject_button = QPushButton("Reject  (R)")
-        for b, colour in ((self.accept_button, "#1e8e3e"), (self.reject_button, "#d93025")):
-            b.setMinimumHeight(56)
-            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            b.setStyleSheet(f"QPushButton {{ background:{colour}; color:white; font-size:16pt; font-weight:bold;"
-                            " border-radius:8px; } QPushButton:disabled { background:#dadce0; color:#80868b; }")
-            buttons.addWidget(b)
+        panel = DecisionPanelWidget()
+        for name in ("model_label", "verdict", "score_label", "score_bar", "explain_label", "accept_button",
+                     "reject_button", "prev_button", "next_button", "decision_label", "count_labels"):
+            setattr(self, name, getattr(panel, name))  # the view draws into them by these names
         self.accept_button.clicked.connect(lambda: self.decide("accept"))
         self.reject_button.clicked.connect(lambda: self.decide("reject"))
-        lay.addLayout(buttons)
-        nav = QHBoxLayout()
-        self.prev_button = QPushButton("◀ Previous")
-        self.next_button = QPushButton("Next ▶")
-        for b, step in ((self.prev_button, -1), (self.next_button, 1)):
-            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            b.clicked.connect(lambda _=False, s=step: self.step(s))
-            nav.addWidget(b)
-        lay.addLayout(nav)
-        self.decision_label = QLabel("")
-        self.decision_label.setWordWrap(True)
-        lay.addWidget(self.decision_label)
-        shift = QGroupBox("This shift")
-        counts = QGridLayout(shift)
-        counts.setHorizontalSpacing(18)
-        self.count_labels: dict[str, QLabel] = {}
-        for i, (key, title) in enumerate(COUNT_FIELDS + (("OK", "OK"), ("REVIEW", "review"), ("DEFECT", "defect"))):
-            value = QLabel("0")
-            value.setAlignment(Qt.AlignmentFlag.AlignRight)
-            value.setStyleSheet("font-weight:bold;")
-            counts.addWidget(QLabel(title), i % 4, 2 * (i // 4))
-            counts.addWidget(value, i % 4, 2 * (i // 4) + 1)
-            self.count_labels[key] = value
-        lay.addWidget(shift)
-        lay.addStretch(1)
-        hint = QLabel("A accept · R reject · 1 2 3 overlays · ← → frames · Space pause")
-        hint.setStyleSheet("color:#5f6368;")
-        hint.setWordWrap(True)
-        lay.addWidget(hint)
+        self.prev_button.clicked.connect(lambda: self.step(-1))
+        self.next_button.clicked.connect(lambda: self.step(1))
         self._update_controls()
         self._update_model()
-        return side
+        return panel
 
     # ------------------------------------------------------------------ stream
     @property
