@@ -219,6 +219,8 @@ def main() -> int:
     try:
         if args.compare:
             compare(store, user, setup, args.compare, args.keep)
+        if not args.frames:
+            return 0
         print(f"soak: {args.frames} frames, one pass, explanations on, keep {args.keep} in memory")
         r = stream(store, user, setup, args.frames, "soak", one_pass=True, keep=args.keep,
                    report_every=max(1000, args.frames // 20))

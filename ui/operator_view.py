@@ -35,7 +35,8 @@ from ui.widgets.reason_dialog import ReasonDialog
 from ui.widgets.source_bar import SourceBarWidget
 from ui.workers import Worker, start_job, stop_jobs
 
-IN_FLIGHT = 2  # frames the stream may run ahead of the screen (live sources are throttled to it)
+IN_FLIGHT = 8  # frames the stream may run ahead of the screen: bounded, yet loose enough that the
+# model does not wait on every repaint (2 tied the stream to the UI thread's scheduling on a busy CPU)
 BACKLOG = 8  # undecided frames before a folder or video stream waits for the operator
 
 

@@ -174,7 +174,7 @@ def predict_cmd(
             frame = read_image(path)
         except ImageError as exc:
             click.echo(f"skipped {exc}", err=True)
-            failed.append(str(path))
+            failed.append(str(exc))  # the message names the file and why
             continue
         r = inspector.inspect_images([frame], sources=[str(path)])[0]
         e = explainer.explain(frame, ("anomaly", "gradcam"))
@@ -200,7 +200,7 @@ def predict_cmd(
         cv2.imwrite(str(out / f"{path.stem}.png"), cv2.cvtColor(png, cv2.COLOR_RGB2BGR))
         click.echo(f"{path}: {r.verdict} (score {r.score:.4f}, threshold {r.threshold:.4f})")
     if failed:
-        raise InspectorError(f"{len(failed)} of {len(images)} image(s) could not be read: {', '.join(failed[:5])}")
+        raise InspectorError(f"{len(failed)} of {len(images)} image(s) could not be read: {'; '.join(failed[:3])}")
 
 
 @click.command("demo")
