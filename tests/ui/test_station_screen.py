@@ -72,3 +72,18 @@ def test_admin_manages_users(qtbot, store, make_session) -> None:
     with qtbot.waitSignal(view.changed, timeout=30000) as refused:
         view.deactivate_button.click()  # the last admin cannot go
     assert refused.args[0].startswith("refused") and "admin" in refused.args[0]
+
+
+def test_every_view_fits_a_1280x800_screen(qtbot, store, make_session) -> None:
+    from ui.app import InspectorWindow
+
+    root = store.authenticate("root", "root-pass")  # long names widen the auditor's filters
+    store.add_user(root, "long", "Maria-Fernanda Rodrigues de Albuquerque", "operator", "long-pass-123")
+
+    for user in ("ana", "eng", "aud", "root"):
+        window = InspectorWindow(make_session(user))
+        qtbot.addWidget(window)
+        window.show()  # combos size themselves to their contents on first show
+        qtbot.waitExposed(window)
+        hint = window.minimumSizeHint()
+        assert hint.width() <= 1280 and hint.height() <= 800, (user, hint)
