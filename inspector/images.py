@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,19 @@ from inspector.errors import ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MIN_SIDE = 32
+# Decoding is refused above this many pixels, checked from the file's header before decoding:
+# a 30000x30000 PNG (a decompression bomb) would take 2.7 GB as RGB, and each frame-sized
+# float map 4 bytes a pixel more. 40 MP covers 7,000 x 5,700 industrial cameras.
+MAX_PIXELS = int(os.environ.get("INSPECTOR_MAX_PIXELS", 40_000_000))
+
+
+def check_size(width: int, height: int, name: str = "frame") -> None:
+    """Refuses a frame above ``MAX_PIXELS`` with a one-line reason (before any pixel is decoded)."""
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{name}: image is {width}x{height} = {width * height / 1e6:.0f} megapixels, above the decoding "
+            f"limit of {MAX_PIXELS / 1e6:.0f} megapixels (INSPECTOR_MAX_PIXELS)"
+        )
 
 
 def to_rgb8(array: np.ndarray, name: str = "frame") -> np.ndarray:
@@ -27,6 +41,7 @@ def to_rgb8(array: np.ndarray, name: str = "frame") -> np.ndarray:
         a = a[:, :, None]
     if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
         raise ImageError(f"{name}: unsupported image shape {tuple(np.shape(array))}; need H x W x 1, 3 or 4")
+    check_size(a.shape[1], a.shape[0], name)
     if a.shape[2] in (2, 4):
         a = a[:, :, :-1]  # drop alpha: parts are inspected as lit, not as composited
     if a.shape[2] == 1:
@@ -75,7 +90,8 @@ def decode_image_with_format(data: bytes, name: str = "image") -> tuple[np.ndarr
     if not data:
         raise ImageError(f"{name}: file is empty")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            check_size(*img.size, name)
             img.load()
             mode = img.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -88,6 +104,8 @@ def decode_image_with_format(data: bytes, name: str = "image") -> tuple[np.ndarr
                 arr = np.asarray(img.convert("RGB"))
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (unrecognised format)") from None
+    except Image.DecompressionBombError as exc:  # PIL's own guard, should MAX_PIXELS be set above it
+        raise ImageError(f"{name}: refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
     grey = mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")

@@ -6,10 +6,14 @@ stretched to each frame's maximum, so a good part looks calm and two frames comp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
 COLORMAP = cv2.COLORMAP_JET
+# Grad-CAM gets its own palette so an operator never mistakes it for the calibrated anomaly map.
+GRADCAM_COLORMAP = cv2.COLORMAP_VIRIDIS
 
 
 def normalise(amap: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -19,12 +23,17 @@ def normalise(amap: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((amap.astype(np.float32) - low) / (high - low), 0.0, 1.0)
 
 
-def colourise(unit: np.ndarray) -> np.ndarray:
-    """[0, 1] map to RGB uint8 with the shared colour map."""
+def colourise(unit: np.ndarray, colormap: int = COLORMAP) -> np.ndarray:
+    """[0, 1] map to RGB uint8 with the shared colour map (or ``colormap``)."""
     if unit.ndim != 2:
         raise ValueError(f"expected a 2-D map, got shape {unit.shape}")
-    bgr = cv2.applyColorMap((unit * 255).astype(np.uint8), COLORMAP)
+    bgr = cv2.applyColorMap((unit * 255).astype(np.uint8), colormap)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def palette(colormap: int = COLORMAP) -> np.ndarray:
+    """The 256 RGB colours of a colour map, low to high (for a legend)."""
+    return colourise(np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :], colormap)[0]
 
 
 def overlay(
@@ -36,6 +45,7 @@ def overlay(
     opacity: float = 0.45,
     contour_level: float | None = None,
     contour_colour: tuple[int, int, int] = (255, 255, 255),
+    colormap: int = COLORMAP,
 ) -> np.ndarray:
     """Blends a map over an RGB uint8 image; pixels below ``low`` stay untinted.
 
@@ -46,10 +56,11 @@ def overlay(
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
     h, w = image.shape[:2]
+    amap = np.asarray(amap, dtype=np.float32)  # a station keeps its maps as float16
     if amap.shape != (h, w):
-        amap = cv2.resize(amap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
     unit = normalise(amap, low, high)
-    colour = colourise(unit).astype(np.float32)
+    colour = colourise(unit, colormap).astype(np.float32)
     alpha = (opacity * np.clip(unit * 3.0, 0.0, 1.0))[..., None]  # calm areas stay see-through
     out = image.astype(np.float32) * (1 - alpha) + colour * alpha
     result = np.clip(out, 0, 255).astype(np.uint8)
@@ -60,9 +71,11 @@ def overlay(
     return result
 
 
-def colour_bar(height: int, low: float, high: float, threshold: float | None = None, width: int = 56) -> np.ndarray:
+def colour_bar(
+    height: int, low: float, high: float, threshold: float | None = None, width: int = 56, colormap: int = COLORMAP
+) -> np.ndarray:
     """A vertical colour bar with its range and the threshold marked, RGB uint8."""
-    bar = colourise(np.linspace(1, 0, height)[:, None].repeat(14, axis=1))
+    bar = colourise(np.linspace(1, 0, height)[:, None].repeat(14, axis=1), colormap)
     panel = np.full((height, width, 3), 255, np.uint8)
     panel[:, 4:18] = bar
     font = cv2.FONT_HERSHEY_SIMPLEX
@@ -88,19 +101,22 @@ def panels(
     header: str = "",
     opacity: float = 0.45,
     display: int = 320,
+    colormaps: Sequence[int] | None = None,
 ) -> np.ndarray:
     """``frame | map | map ...`` side by side with titles and a colour bar per map.
 
-    Each map entry is (title, map, low, high, contour level or None).
+    Each map entry is (title, map, low, high, contour level or None); ``colormaps`` gives each
+    map its palette (default: the shared one), so Grad-CAM can look unlike the anomaly map.
     """
     scale = display / max(image.shape[:2])
     size = (max(1, int(image.shape[1] * scale)), max(1, int(image.shape[0] * scale)))
     base = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     tiles = [_titled(base, header or "frame")]
-    for title, amap, low, high, level in named_maps:
+    for i, (title, amap, low, high, level) in enumerate(named_maps):
+        cmap = colormaps[i] if colormaps is not None else COLORMAP
         m = cv2.resize(amap.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
-        ov = overlay(base, m, low, high, opacity=opacity, contour_level=level)
-        tiles.append(_titled(np.hstack([ov, colour_bar(size[1], low, high, level)]), title))
+        ov = overlay(base, m, low, high, opacity=opacity, contour_level=level, colormap=cmap)
+        tiles.append(_titled(np.hstack([ov, colour_bar(size[1], low, high, level, colormap=cmap)]), title))
     gap = np.full((tiles[0].shape[0], 6, 3), 255, np.uint8)
     row: list[np.ndarray] = []
     for t in tiles:

@@ -76,6 +76,20 @@ def inspect_batch(
     t0 = time.perf_counter()
     scores, maps = score_fn(to_batch(images, input_size))
     per_frame_ms = (time.perf_counter() - t0) * 1000 / len(images)
+    return to_results(images, scores, maps, per_frame_ms, thresholds, sources, start_index, extras)
+
+
+def to_results(
+    images: Sequence[np.ndarray],
+    scores: np.ndarray,
+    maps: np.ndarray,
+    per_frame_ms: float,
+    thresholds: Thresholds,
+    sources: Sequence[str] | None = None,
+    start_index: int = 0,
+    extras: dict[str, Any] | None = None,
+) -> list[InspectionResult]:
+    """Scores and input-sized maps to results with maps at each frame's size (shared by every path)."""
     results = []
     for i, (img, s, m) in enumerate(zip(images, scores, maps, strict=True)):
         h, w = img.shape[:2]
@@ -153,6 +167,12 @@ class Inspector:
         results = inspect_batch(
             images, self.model.config.input_size, self._score_maps, self.thresholds, sources, start_index
         )
+        return self.mark_out_of_domain(results, formats)
+
+    def mark_out_of_domain(
+        self, results: list[InspectionResult], formats: Sequence[SourceFormat | None] | None = None
+    ) -> list[InspectionResult]:
+        """Gives frames unlike the training images the OOD verdict and the reason (in place)."""
         if self.domain is not None:
             for i, r in enumerate(results):
                 reason = self.domain.check(r.image, formats[i] if formats else None)

@@ -128,6 +128,16 @@ class VideoSource(_CaptureSource):
     def _name(self, i: int) -> str:
         return f"{self.stem}#{i:06d}"
 
+    def _end_of_stream(self, i: int) -> Frame | None:
+        # A file cut short (a copy interrupted, a recorder that crashed) ends before its header's
+        # frame count: say so, rather than report a short run as complete.
+        if self.n_frames > 0 and i < self.n_frames:
+            return Frame(
+                i, f"{self.stem}#end", None,
+                f"video truncated: {i} frames read of the {self.n_frames} its header announces",
+            )
+        return None
+
 
 class CameraSource(_CaptureSource):
     def __init__(self, index: int) -> None:

@@ -2,25 +2,35 @@
 
 The app and the headless ``inspector inspect`` both drive this object, so the order of work and
 the rules (a disagreeing decision needs a reason; a store that is down queues, never drops) live
-in one place. It holds plain state and reports through return values and callbacks; the UI only
-draws it and forwards keystrokes.
+in one place. It holds plain state and reports through events (napari-style, psygnal): ``frame_ready``,
+``frame_skipped``, ``decision_recorded``, ``queue_changed`` and ``model_changed``. The UI
+subscribes, draws, and forwards keystrokes. Events fire on the thread that did the work (the
+stream's worker for frames), so a Qt subscriber re-emits them as a queued Qt signal.
+
+A shift is bounded: ``history`` keeps the newest ``keep`` frames in memory and reloads older
+ones from the audit store when the operator steps back (``inspector.shift_history``).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from psygnal import Signal
 
 from inspector.audit import AuditStore, RecordQueued, User, ValidationError
 from inspector.audit.model_files import ModelMismatch, differences, hash_model_dir
 from inspector.calibration import Thresholds
 from inspector.errors import InspectorError
 from inspector.pipeline import InspectionResult, Inspector
+from inspector.shift_history import DEFAULT_KEEP, ShiftHistory
 from inspector.sources import Frame, FrameSource
+
+Analyse = Callable[..., list[Any]]  # (images, *, sources, start_index) -> [FrameAnalysis]
 
 DECISIONS = ("accept", "reject")
 REASON_CODES = (
@@ -58,6 +68,7 @@ class StationItem:
     decision: str | None = None
     decision_id: int | None = None
     queued_uid: str | None = None  # how to find the record's id once the queue has flushed
+    index: int = -1  # position in the shift, set when the station takes the item
 
 
 @dataclass
@@ -71,8 +82,22 @@ class ShiftCounts:
     verdicts: Counter[str] = field(default_factory=Counter)
 
 
+class StationEvents:
+    """What a station tells its subscribers; each signal carries one plain value."""
+
+    frame_ready = Signal(object)  # StationItem, once recorded (or queued)
+    frame_skipped = Signal(str)  # why a frame could not be read
+    decision_recorded = Signal(object)  # StationItem, with its decision
+    queue_changed = Signal(int)  # records waiting in the retry queue
+    model_changed = Signal(object)  # the station's model version id (None: not registered)
+
+
 class Station:
-    """One operator station: inspects frames, records them, takes decisions."""
+    """One operator station: inspects frames, records them, takes decisions.
+
+    ``analyse`` (``FrameAnalyser.analyse``) gives score, map, Grad-CAM and defect type in one
+    model pass; ``explain`` is the older per-result hook, run after the pipeline's own pass.
+    """
 
     def __init__(
         self,
@@ -81,18 +106,28 @@ class Station:
         name: str,
         *,
         explain: Callable[[InspectionResult], tuple[np.ndarray | None, dict[str, Any]]] | None = None,
+        analyse: Analyse | None = None,
+        keep: int = DEFAULT_KEEP,
     ) -> None:
         self.store = store
         self.inspector = inspector
         self.name = name
         self.explain = explain
+        self.analyse = analyse
+        self.events = StationEvents()
         self.counts = ShiftCounts()
-        self.items: list[StationItem] = []
+        self.history = ShiftHistory(keep, self._reload)
         self.trained_thresholds = inspector.thresholds
         self.unregistered_why = ""
         self.model_version_id = self.find_model_version()
         self.messages: list[str] = []
+        self._lock = threading.Lock()  # counts change on the stream's thread and on decisions'
         self.refresh_threshold()
+
+    @property
+    def items(self) -> ShiftHistory:
+        """The shift's items by index (older ones reloaded from the store)."""
+        return self.history
 
     def find_model_version(self) -> int | None:
         """The audit store's id for this model: a registration with the same memory bank whose
@@ -134,7 +169,9 @@ class Station:
 
     def _rejudge(self, result: InspectionResult) -> InspectionResult:
         t = self.inspector.thresholds
-        result.threshold, result.review_threshold, result.verdict = t.decision, t.review, t.verdict(result.score)
+        result.threshold, result.review_threshold = t.decision, t.review
+        if result.out_of_domain is None:  # an out-of-domain frame goes to review whatever its score
+            result.verdict = t.verdict(result.score)
         return result
 
     def register_model(self, engineer: User) -> int:
@@ -156,7 +193,13 @@ class Station:
         )
         self.unregistered_why = ""
         self.refresh_threshold()
+        self.events.model_changed.emit(self.model_version_id)
         return self.model_version_id
+
+    def set_thresholds(self, thresholds: Any) -> None:
+        """New thresholds for the next frames (an engineer's logged override)."""
+        self.inspector.thresholds = thresholds
+        self.events.model_changed.emit(self.model_version_id)
 
     def _require_model(self) -> int:
         if self.model_version_id is None:
@@ -166,12 +209,16 @@ class Station:
             )
         return self.model_version_id
 
-    def process(self, result: InspectionResult) -> StationItem:
-        """Explains (when set up) and records one result; a down store queues it."""
+    def process(
+        self, result: InspectionResult, gradcam: np.ndarray | None = None, extras: dict[str, Any] | None = None
+    ) -> StationItem:
+        """Records one result (explained by ``explain`` unless a Grad-CAM comes with it); a down store queues it."""
         model_id = self._require_model()
         if result.threshold != self.inspector.thresholds.decision:
             result = self._rejudge(result)
-        gradcam, extras = self.explain(result) if self.explain else (None, {})
+        if gradcam is None and extras is None:
+            gradcam, extras = self.explain(result) if self.explain else (None, {})
+        extras = extras or {}
         inspection_id: int | None
         queued_uid: str | None = None
 
@@ -203,33 +250,95 @@ class Station:
                 inspection_id = record()
         except RecordQueued as exc:
             inspection_id, queued_uid = None, exc.uid
-            self.counts.queued += 1
-            self.messages.append(str(exc))
+            with self._lock:
+                self.counts.queued += 1
+            self._say(str(exc))
         item = StationItem(result, inspection_id, gradcam, extras, queued_uid=queued_uid)
-        self.items.append(item)
-        self.counts.inspected += 1
-        self.counts.verdicts[result.verdict] += 1
+        self.history.append(item)
+        with self._lock:
+            self.counts.inspected += 1
+            self.counts.verdicts[result.verdict] += 1
+        self.events.frame_ready.emit(item)
+        if queued_uid is not None:
+            self.events.queue_changed.emit(self.store.queue_length)
         return item
+
+    def _say(self, text: str) -> None:
+        self.messages.append(text)
+        del self.messages[:-100]  # a long outage must not grow the list all shift
+
+    def _reload(self, index: int, inspection_id: int | None, queued_uid: str | None) -> StationItem | None:
+        """An older frame back from the audit store, for the operator stepping back."""
+        from inspector.images import frame_sha256
+
+        try:
+            if inspection_id is None and queued_uid is not None:
+                inspection_id = self.store.inspection_id_for(queued_uid)
+            if inspection_id is None:
+                return None  # still waiting in the retry queue
+            rec = self.store.inspection(inspection_id)
+        except InspectorError:
+            return None
+        if rec.frame is None or rec.anomaly_map is None:
+            return None
+        th = self.inspector.thresholds
+        result = InspectionResult(
+            rec.frame_index, rec.source, rec.frame, rec.score, rec.threshold, th.review, rec.verdict,
+            rec.anomaly_map.astype(np.float16), rec.latency_ms, frame_sha256(rec.frame),
+        )
+        gradcam = None if rec.gradcam is None else rec.gradcam.astype(np.float16)
+        return StationItem(result, inspection_id, gradcam, {"reloaded": True}, index=index)
+
+    def inspect(
+        self, images: Sequence[np.ndarray], names: Sequence[str], formats: Sequence[Any] | None = None
+    ) -> Iterator[StationItem | str]:
+        """Inspects (and explains) a batch, then records each frame in order.
+
+        A batch the model fails on is retried frame by frame, and a frame that still fails is
+        counted as unreadable with its reason: one odd frame never ends a shift.
+        """
+        start = len(self.history)
+        try:
+            if self.analyse is not None:
+                analysed = self.analyse(images, sources=names, start_index=start, formats=formats)
+                done = [(a.result, a.gradcam, a.extras) for a in analysed]
+            else:
+                results = self.inspector.inspect_images(images, sources=names, start_index=start, formats=formats)
+                done = [(r, None, None) for r in results]
+        except (InspectorError, RuntimeError, ValueError, MemoryError) as exc:
+            if len(images) > 1:
+                for i, (image, name) in enumerate(zip(images, names, strict=True)):
+                    yield from self.inspect([image], [name], None if formats is None else [formats[i]])
+                return
+            yield self.skip(names[0], f"the model could not process it ({type(exc).__name__}: {exc})")
+            return
+        for result, gradcam, extras in done:
+            yield self.process(result, gradcam, extras)
+
+    def skip(self, name: str, reason: str) -> str:
+        """Counts a frame as unreadable and says why."""
+        with self._lock:
+            self.counts.unreadable += 1
+        text = f"skipped {name}: {reason}"
+        self.events.frame_skipped.emit(text)
+        return text
 
     def run(self, source: FrameSource, batch_size: int = 1) -> Iterator[StationItem | str]:
         """Inspects a whole source; yields items, and messages for frames that could not be read."""
         pending: list[Frame] = []
 
-        def flush() -> Iterator[StationItem]:
+        def flush() -> Iterator[StationItem | str]:
             self.refresh_threshold()
-            for r in self.inspector.inspect_images(
+            yield from self.inspect(
                 [f.image for f in pending if f.image is not None],
-                sources=[f.name for f in pending],
-                start_index=len(self.items),
-                formats=[f.source_format for f in pending],
-            ):
-                yield self.process(r)
+                [f.name for f in pending],
+                [f.source_format for f in pending],
+            )
             pending.clear()
 
         for frame in source:
             if frame.image is None:
-                self.counts.unreadable += 1
-                yield f"skipped {frame.name}: {frame.error}"
+                yield self.skip(frame.name, frame.error or "unreadable")
                 continue
             pending.append(frame)
             if len(pending) >= batch_size:
@@ -250,11 +359,7 @@ class Station:
         A decision that disagrees with the model without a reason is refused here, before it
         reaches the store, so the operator is asked at once.
         """
-        if decision not in DECISIONS:
-            raise InspectorError(f"decision must be accept or reject, got '{decision}'")
-        disagreeing = disagrees(item.result.verdict, decision)
-        if disagreeing and not (reason_code or (reason_text and reason_text.strip())):
-            raise ReasonRequired(f"the model said {item.result.verdict}; to {decision} this part give a reason")
+        disagreeing = self.check_decision(item, decision, reason_code, reason_text)
         if item.inspection_id is None:
             self.flush_queue()
             if item.queued_uid is not None:
@@ -273,16 +378,35 @@ class Station:
             )
         except RecordQueued as exc:
             decision_id = None
-            self.counts.queued += 1
-            self.messages.append(str(exc))
-        if item.decision is None:
-            self.counts.accepted += decision == "accept"
-            self.counts.rejected += decision == "reject"
-            self.counts.disagreements += disagreeing
-        item.decision, item.decision_id = decision, decision_id
+            with self._lock:
+                self.counts.queued += 1
+            self._say(str(exc))
+            self.events.queue_changed.emit(self.store.queue_length)
+        with self._lock:
+            if item.decision is None:
+                self.counts.accepted += decision == "accept"
+                self.counts.rejected += decision == "reject"
+                self.counts.disagreements += disagreeing
+            item.decision, item.decision_id = decision, decision_id
+        self.history.note(item)
+        self.events.decision_recorded.emit(item)
         return decision_id
 
+    @staticmethod
+    def check_decision(
+        item: StationItem, decision: str, reason_code: str | None = None, reason_text: str | None = None
+    ) -> bool:
+        """Refuses an unknown decision or an unexplained overrule at once; True if it disagrees."""
+        if decision not in DECISIONS:
+            raise InspectorError(f"decision must be accept or reject, got '{decision}'")
+        disagreeing = disagrees(item.result.verdict, decision)
+        if disagreeing and not (reason_code or (reason_text and reason_text.strip())):
+            raise ReasonRequired(f"the model said {item.result.verdict}; to {decision} this part give a reason")
+        return disagreeing
+
     def flush_queue(self) -> int:
-        """Retries queued records; returns how many are still waiting."""
+        """Retries queued records; returns how many are still waiting (slow when the store is down)."""
         self.store.flush_queue()
-        return self.store.queue_length
+        n = self.store.queue_length
+        self.events.queue_changed.emit(n)
+        return n

@@ -79,7 +79,7 @@ def window_for(store: AuditStore, setup: app_logic.DemoSetup, role: str) -> Insp
         default_source=str(setup.line_folder),
     )
     window = InspectorWindow(session)
-    window.resize(1400, 900)
+    window.resize(1280, 800)  # the smallest screen the station is laid out for
     window.move(0, 0)
     window.show()
     return window
@@ -94,9 +94,12 @@ def operator_shots(store: AuditStore, setup: app_logic.DemoSetup, out: Path) -> 
         item = op.current()
         if item is None or (item.result.verdict == "DEFECT" and item.decision is None):
             break
-        op.decide(AGREE[item.result.verdict])
-        wait_until(lambda: op.current() is not None and op.current().decision is None, 60)
+        op.decide(AGREE[item.result.verdict])  # recorded on a worker: wait for it
+        wait_until(lambda: op.deciding is None and op.current() is not None and op.current().decision is None, 60)
     save(window, out, "operator.png")
+    op.show_gradcam.setChecked(True)  # Grad-CAM in its own palette, the legend follows
+    save(window, out, "operator-gradcam.png")
+    op.show_map.setChecked(True)
     op.decide("accept")  # accepting a DEFECT overrules the model: the reason picker opens
     if op.reason_dialog is not None:
         op.reason_dialog.move(480, 260)
@@ -104,8 +107,9 @@ def operator_shots(store: AuditStore, setup: app_logic.DemoSetup, out: Path) -> 
         save(None, out, "operator-reason.png")
         op.reason_dialog.accept()  # recorded as an overruling decision with its reason
     for _ in range(6):  # the rest of a short shift, agreeing with the model
-        wait_until(lambda: op.current() is not None and op.current().decision is None, 60)
+        wait_until(lambda: op.deciding is None and op.current() is not None and op.current().decision is None, 60)
         op.decide(AGREE[op.current().result.verdict])
+    wait_until(lambda: op.deciding is None, 60)
     fps_shown(op, setup)
     window.close()
 
@@ -145,8 +149,17 @@ def auditor_shot(store: AuditStore, setup: app_logic.DemoSetup, out: Path) -> No
     newest_first = list(reversed(audit.rows))
     overruled = [i for i, d in enumerate(newest_first) if d.disagrees]
     audit.table.selectRow(overruled[0] if overruled else 0)
-    audit.verify()
+    audit.verify()  # runs on a worker; the result arrives by signal
+    wait_for(audit.verified, 120)
     save(window, out, "auditor.png")
+    window.close()
+
+
+def users_shot(store: AuditStore, setup: app_logic.DemoSetup, out: Path) -> None:
+    window = window_for(store, setup, "admin")
+    window.tabs.setCurrentWidget(window.view("users"))
+    window.view("users").table.selectRow(1)
+    save(window, out, "users.png")
     window.close()
 
 
@@ -172,6 +185,7 @@ def main() -> int:
     app_logic.make_line_folder(setup.manifest_path, setup.data_root, setup.line_folder)
     with AuditStore.open(setup.db_path) as store:
         login = LoginDialog(store, hint="Demo: users operator, engineer, auditor and admin; passwords in the terminal.")
+        login.resize(420, 300)
         login.user_id.setText("operator")
         login.password.setText("x" * 12)
         login.show()
@@ -180,6 +194,7 @@ def main() -> int:
         operator_shots(store, setup, args.out)
         engineer_shot(store, setup, args.out)
         auditor_shot(store, setup, args.out)
+        users_shot(store, setup, args.out)
     return 0
 
 

@@ -8,4 +8,4 @@ VENV="${INSPECTOR_VENV:-.venv}"
 export QT_QPA_PLATFORM=xcb
 export INSPECTOR_HOME="${INSPECTOR_HOME:-${TMPDIR:-/tmp}/inspector-screenshots-home}"
 command -v xvfb-run >/dev/null || { echo "xvfb-run not found: run scripts/bootstrap.sh (Debian package xvfb)" >&2; exit 1; }
-xvfb-run -a -s "-screen 0 1400x900x24" "$VENV/bin/python" scripts/screenshots.py --out docs/screenshots "$@"
+xvfb-run -a -s "-screen 0 1280x800x24" "$VENV/bin/python" scripts/screenshots.py --out docs/screenshots "$@"

@@ -33,13 +33,16 @@ from ui.auditor_view import AuditorWidget
 from ui.engineer_view import EngineerWidget
 from ui.login_dialog import LoginDialog
 from ui.operator_view import OperatorWidget
-from ui.workers import Worker
+from ui.users_view import UsersWidget
+from ui.workers import Worker, start_job, stop_jobs
 
 VIEW_CLASSES: dict[str, tuple[str, type[QWidget]]] = {
     "operator": ("Station", OperatorWidget),
     "engineer": ("Engineering", EngineerWidget),
     "auditor": ("Audit log", AuditorWidget),
+    "users": ("Users", UsersWidget),
 }
+SIZE = (1280, 800)  # the smallest screen the station is laid out for
 QUEUE_POLL_MS = 2000
 
 
@@ -66,6 +69,9 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     font = QFont(app.font())
     font.setPointSizeF(max(font.pointSizeF(), 10.5))
     app.setFont(font)
+    from inspector.runtime import warm_up_threads
+
+    warm_up_threads()  # before any worker runs the model: see inspector.runtime
     return app
 
 
@@ -77,7 +83,9 @@ class InspectorWindow(QMainWindow):
         self.session = session
         self.logged_out = False
         self.setWindowTitle(f"inspector · {session.user.name} ({session.user.role})")
-        self.resize(1400, 900)
+        screen = QApplication.primaryScreen()
+        room = screen.availableGeometry() if screen is not None else None
+        self.resize(min(SIZE[0], room.width()) if room else SIZE[0], min(SIZE[1], room.height()) if room else SIZE[1])
         self.tabs = QTabWidget()
         self.views: dict[str, QWidget] = {}
         for name in app_logic.views_for(session.user.role):
@@ -106,21 +114,31 @@ class InspectorWindow(QMainWindow):
         return self.views.get(name)
 
     def poll_queue(self) -> int:
-        """Retries queued records and shows how many still wait (nothing is dropped)."""
+        """Shows how many records wait and retries them on a worker (nothing is dropped).
+
+        Counting is cheap; the flush is not (a locked database retries with back-off), so it
+        never runs on the UI thread. Through the operator's station, its banner hears of it.
+        """
         store = self.session.store
-        try:
-            n = store.queue_length
-            if n:
-                store.flush_queue()
-                n = store.queue_length
-        except InspectorError:
-            n = store.queue_length
+        n = store.queue_length
+        self._show_queue(n)
+        if n and not self.__dict__.get("jobs"):
+            op = self.views.get("operator")
+            station = getattr(op, "station", None)
+            flush = station.flush_queue if station is not None else self._flush_store
+            start_job(self, flush, done=self._show_queue, failed=lambda _exc: self._show_queue(store.queue_length))
+        return n
+
+    def _flush_store(self) -> int:
+        self.session.store.flush_queue()
+        return self.session.store.queue_length
+
+    def _show_queue(self, n: int) -> None:
         self.queue_label.setText(f"⚠ {n} record(s) waiting in the retry queue" if n else "audit store: connected")
         self.queue_label.setStyleSheet("color:#b06000; font-weight:bold;" if n else "color:#1e8e3e;")
         op = self.views.get("operator")
-        if isinstance(op, OperatorWidget):
+        if isinstance(op, OperatorWidget) and op.station is None:  # a station tells its view itself
             op.set_queue_length(n)
-        return n
 
     def log_out(self) -> None:
         self.logged_out = True
@@ -129,6 +147,7 @@ class InspectorWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stops every worker thread before the widgets go."""
         self.queue_timer.stop()
+        stop_jobs(self)
         for v in self.views.values():
             stop = getattr(v, "shutdown", None)
             if stop:

@@ -2,6 +2,7 @@
 
 Read-only except for exports, which the store logs. The detail pane draws the frame and maps
 from the store (``store.inspection``), never from a live model, so it shows what was decided on.
+Verify and export read the whole store, so they run on a worker and report by signal.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from inspector import app_logic
 from inspector.audit import DecisionView
 from inspector.errors import InspectorError
 from ui.widgets.image_view import FrameWidget
+from ui.workers import start_job, stop_jobs
 
 COLUMNS = ("id", "time (UTC)", "operator", "station", "model", "verdict", "score", "decision", "reason")
 
@@ -44,7 +46,8 @@ def _date_to_utc(d: QDate, end: bool = False) -> datetime:
 class AuditorWidget(QWidget):
     """Draws the decisions the store returns for the chosen filters; forwards verify and export."""
 
-    verified = Signal(bool)
+    verified = Signal(object)  # True intact, False broken, None could not run
+    exported = Signal(object)  # number of decisions written, None when refused
 
     def __init__(self, session: app_logic.AppSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -95,6 +98,7 @@ class AuditorWidget(QWidget):
     # ------------------------------------------------------------------ filters
     def _filters(self) -> QHBoxLayout:
         row = QHBoxLayout()
+        row.setSpacing(6)
         self.use_since, self.use_until = QCheckBox("from"), QCheckBox("to")
         today = QDate.currentDate()
         self.since, self.until = QDateEdit(today.addDays(-7)), QDateEdit(today)
@@ -110,8 +114,11 @@ class AuditorWidget(QWidget):
                              ("verdict", self.verdict)):
             row.addWidget(QLabel(label))
             row.addWidget(combo)
+            # Long operator names must not widen the window past a 1280-pixel screen.
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
             combo.currentIndexChanged.connect(self.refresh)
-        self.disagreements = QCheckBox("overruled only")
+        self.disagreements = QCheckBox("overruled")
         self.disagreements.toggled.connect(self.refresh)
         row.addWidget(self.disagreements)
         row.addStretch(1)
@@ -200,22 +207,29 @@ class AuditorWidget(QWidget):
             f"background:{colour[0]}; color:{colour[1]}; padding:8px; border-radius:6px; font-weight:bold;"
         )
 
-    def verify(self) -> bool | None:
-        try:
-            result = self.session.store.verify()
-        except InspectorError as exc:
-            self.verify_label.setText(f"Verify could not run: {exc}")
-            self._style_verify(False)
-            return None
-        text = (f"✔ Chain intact: all {result.records} records check out" if result.ok
-                else f"✘ Chain BROKEN: {result.first}" + (f" (+{len(result.problems) - 1} more)"
-                                                          if len(result.problems) > 1 else ""))
-        if result.warnings:
-            text += " · " + "; ".join(result.warnings[:2])
+    def verify(self) -> None:
+        """Starts the chain check on a worker; ``verified`` says the outcome."""
+        self.verify_label.setText("Verifying the chain…")
+        self._style_verify(None)
+        start_job(self, self.session.store.verify, done=self._verify_done, failed=self._verify_failed)
+
+    def _verify_failed(self, exc: BaseException) -> None:
+        self.verify_label.setText(f"Verify could not run: {exc}")
+        self._style_verify(False)
+        self.verified.emit(None)
+
+    def _verify_done(self, result: object) -> None:
+        ok = bool(getattr(result, "ok", False))
+        problems = list(getattr(result, "problems", []))
+        text = (f"✔ Chain intact: all {result.records} records check out" if ok  # type: ignore[attr-defined]
+                else f"✘ Chain BROKEN: {result.first}" + (f" (+{len(problems) - 1} more)"  # type: ignore[attr-defined]
+                                                          if len(problems) > 1 else ""))
+        warnings = list(getattr(result, "warnings", []))
+        if warnings:
+            text += " · " + "; ".join(warnings[:2])
         self.verify_label.setText(text)
-        self._style_verify(result.ok)
-        self.verified.emit(result.ok)
-        return result.ok
+        self._style_verify(ok)
+        self.verified.emit(ok)
 
     def _export_dialog(self, fmt: str) -> None:
         path, _ = QFileDialog.getSaveFileName(self, f"Export {fmt.upper()}", f"audit.{fmt}",
@@ -223,12 +237,20 @@ class AuditorWidget(QWidget):
         if path:
             self.export(fmt, Path(path))
 
-    def export(self, fmt: str, path: Path) -> int | None:
+    def export(self, fmt: str, path: Path) -> None:
+        """Starts an export on a worker; ``exported`` carries the count (None when refused)."""
         store, user = self.session.store, self.session.user
-        try:
-            n = (store.export_csv if fmt == "csv" else store.export_pdf)(user, path)
-        except InspectorError as exc:
+        self.status.setText(f"exporting to {path}…")
+
+        def done(n: object) -> None:
+            self.status.setText(f"exported {n} decisions to {path}")
+            self.exported.emit(n)
+
+        def failed(exc: BaseException) -> None:
             self.status.setText(f"export refused: {exc}")
-            return None
-        self.status.setText(f"exported {n} decisions to {path}")
-        return n
+            self.exported.emit(None)
+
+        start_job(self, store.export_csv if fmt == "csv" else store.export_pdf, user, path, done=done, failed=failed)
+
+    def shutdown(self) -> None:
+        stop_jobs(self)

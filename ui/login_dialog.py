@@ -1,8 +1,12 @@
-"""Login: a user id and password checked by the audit store (which logs every attempt)."""
+"""Login: a user id and password checked by the audit store (which logs every attempt).
+
+The check hashes the password with argon2 (about half a second on purpose), so it runs on a
+worker; the dialog stays responsive and says it is checking.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -15,10 +19,13 @@ from PySide6.QtWidgets import (
 
 from inspector.audit import AuditStore, User
 from inspector.errors import InspectorError
+from ui.workers import start_job, stop_jobs
 
 
 class LoginDialog(QDialog):
     """Accepts only once the store authenticated the user; ``user`` holds them afterwards."""
+
+    checked = Signal(bool)  # a login attempt finished: accepted or refused
 
     def __init__(self, store: AuditStore, parent: QWidget | None = None, hint: str = "") -> None:
         super().__init__(parent)
@@ -46,6 +53,7 @@ class LoginDialog(QDialog):
         self.error.setWordWrap(True)
         lay.addWidget(self.error)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons = buttons
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Log in")
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -53,11 +61,35 @@ class LoginDialog(QDialog):
         self.user_id.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def accept(self) -> None:
-        try:
-            self.user = self.store.authenticate(self.user_id.text().strip(), self.password.text())
-        except InspectorError as exc:
-            self.error.setText(str(exc))
-            self.password.clear()
-            self.password.setFocus()
+        """Starts the password check on a worker; the dialog closes when it succeeds."""
+        if self.jobs_running():
             return
+        self.error.setStyleSheet("color:#5f6368;")
+        self.error.setText("checking…")
+        self.buttons.setEnabled(False)
+        start_job(
+            self, self.store.authenticate, self.user_id.text().strip(), self.password.text(),
+            done=self._accepted, failed=self._refused,
+        )
+
+    def jobs_running(self) -> bool:
+        return bool(self.__dict__.get("jobs"))
+
+    def _accepted(self, user: User) -> None:
+        self.buttons.setEnabled(True)
+        self.error.setText("")
+        self.user = user
         super().accept()
+        self.checked.emit(True)
+
+    def _refused(self, exc: BaseException) -> None:
+        self.buttons.setEnabled(True)
+        self.error.setStyleSheet("color:#d93025;")
+        self.error.setText(str(exc) if isinstance(exc, InspectorError) else f"login failed: {exc}")
+        self.password.clear()
+        self.password.setFocus()
+        self.checked.emit(False)
+
+    def done(self, result: int) -> None:  # noqa: D401 - Qt's name
+        stop_jobs(self)
+        super().done(result)

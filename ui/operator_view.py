@@ -1,8 +1,11 @@
 """The operator's screen: the frame, the verdict, accept or reject by key, the shift's counts.
 
 Keyboard first: A accept, R reject, 1/2/3 overlays, Left/Right previous/next, Space pause.
-Inference runs in a ``Worker`` over ``app_logic.run_station``; this widget only draws items
-and forwards decisions to ``Station.decide``, which owns the rules (a reason when overruling).
+Inference runs in a ``Worker`` over ``app_logic.run_station``; this widget subscribes to the
+station's events (frame ready, decision recorded, queue changed, model changed), draws, and
+forwards decisions to ``Station.decide``, which owns the rules (a reason when overruling) and
+runs on a worker too: a store retrying through an outage never freezes the screen. The station
+keeps only its newest frames in memory; stepping further back reloads from the audit store.
 """
 
 from __future__ import annotations
@@ -10,33 +13,31 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFont, QKeyEvent
+from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QCheckBox,
-    QFrame,
-    QGridLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
-    QPushButton,
     QSlider,
     QVBoxLayout,
     QWidget,
 )
 
 from inspector import app_logic
+from inspector.app_logic import operator as operator_logic
 from inspector.errors import InspectorError
 from inspector.station import REASON_CODES, ReasonRequired, Station, StationItem
+from ui.station_bridge import StationBridge
+from ui.widgets.decision_panel import COUNT_FIELDS, DecisionPanelWidget
 from ui.widgets.image_view import FrameWidget
+from ui.widgets.legend import ColourLegendWidget
 from ui.widgets.reason_dialog import ReasonDialog
-from ui.widgets.score_bar import ScoreBarWidget
 from ui.widgets.source_bar import SourceBarWidget
-from ui.widgets.verdict import VerdictWidget
-from ui.workers import Worker
+from ui.workers import Worker, start_job, stop_jobs
 
+IN_FLIGHT = 8  # frames the stream may run ahead of the screen: bounded, yet loose enough that the
+# model does not wait on every repaint (2 tied the stream to the UI thread's scheduling on a busy CPU)
 BACKLOG = 8  # undecided frames before a folder or video stream waits for the operator
-COUNT_FIELDS = (("inspected", "inspected"), ("accepted", "accepted"), ("rejected", "rejected"),
-                ("disagreements", "overruled"), ("unreadable", "unreadable"))
 
 
 class OperatorWidget(QWidget):
@@ -51,7 +52,13 @@ class OperatorWidget(QWidget):
         self.session = session
         self.station: Station | None = None
         self.worker: Worker | None = None
-        self.items: list[StationItem] = []
+        self.bridge = StationBridge(self)
+        self.bridge.frame_ready.connect(self._on_frame)
+        self.bridge.frame_skipped.connect(self._on_skipped)
+        self.bridge.decision_recorded.connect(lambda _item: self._update_counts())
+        self.bridge.queue_changed.connect(self.set_queue_length)
+        self.bridge.model_changed.connect(lambda _id: self._update_model())
+        self.deciding: StationItem | None = None  # a decision on its way to the store
         self.index = -1
         self.live = False  # camera: always show the newest frame
         self.reason_dialog: ReasonDialog | None = None
@@ -97,76 +104,40 @@ class OperatorWidget(QWidget):
             (w.toggled if isinstance(w, QCheckBox) else w.valueChanged).connect(self._redraw)
         toggles.insertStretch(3)
         toggles.insertWidget(4, QLabel("opacity"))
+        self.show_map.toggled.connect(lambda on: on and self.show_gradcam.setChecked(False))
+        self.show_gradcam.toggled.connect(lambda on: on and self.show_map.setChecked(False))
+        self.legend = ColourLegendWidget()
         self.frame_caption = QLabel("")
+        left.addWidget(self.legend)
         left.addLayout(toggles)
         left.addWidget(self.frame_caption)
         body.addWidget(self._side_panel())
 
     def _side_panel(self) -> QWidget:
-        side = QFrame()
-        side.setFixedWidth(360)
-        lay = QVBoxLayout(side)
-        self.verdict = VerdictWidget()
-        lay.addWidget(self.verdict)
-        self.score_label = QLabel("score —")
-        f = QFont(self.score_label.font())
-        f.setPointSizeF(f.pointSizeF() * 1.3)
-        self.score_label.setFont(f)
-        lay.addWidget(self.score_label)
-        self.score_bar = ScoreBarWidget()
-        lay.addWidget(self.score_bar)
-        self.explain_label = QLabel("defect type: —\nagreement: —")
-        self.explain_label.setWordWrap(True)
-        lay.addWidget(self.explain_label)
-        buttons = QHBoxLayout()
-        self.accept_button = QPushButton("Accept  (A)")
-        self.reject_button = QPushButton("Reject  (R)")
-        for b, colour in ((self.accept_button, "#1e8e3e"), (self.reject_button, "#d93025")):
-            b.setMinimumHeight(64)
-            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            b.setStyleSheet(f"QPushButton {{ background:{colour}; color:white; font-size:16pt; font-weight:bold;"
-                            " border-radius:8px; } QPushButton:disabled { background:#dadce0; color:#80868b; }")
-            buttons.addWidget(b)
+        panel = DecisionPanelWidget()
+        for name in ("model_label", "verdict", "score_label", "score_bar", "explain_label", "accept_button",
+                     "reject_button", "prev_button", "next_button", "decision_label", "count_labels"):
+            setattr(self, name, getattr(panel, name))  # the view draws into them by these names
         self.accept_button.clicked.connect(lambda: self.decide("accept"))
         self.reject_button.clicked.connect(lambda: self.decide("reject"))
-        lay.addLayout(buttons)
-        nav = QHBoxLayout()
-        self.prev_button = QPushButton("◀ Previous")
-        self.next_button = QPushButton("Next ▶")
-        for b, step in ((self.prev_button, -1), (self.next_button, 1)):
-            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            b.clicked.connect(lambda _=False, s=step: self.step(s))
-            nav.addWidget(b)
-        lay.addLayout(nav)
-        self.decision_label = QLabel("")
-        self.decision_label.setWordWrap(True)
-        lay.addWidget(self.decision_label)
-        shift = QGroupBox("This shift")
-        counts = QGridLayout(shift)
-        counts.setHorizontalSpacing(18)
-        self.count_labels: dict[str, QLabel] = {}
-        for i, (key, title) in enumerate(COUNT_FIELDS + (("OK", "OK"), ("REVIEW", "review"), ("DEFECT", "defect"))):
-            value = QLabel("0")
-            value.setAlignment(Qt.AlignmentFlag.AlignRight)
-            value.setStyleSheet("font-weight:bold;")
-            counts.addWidget(QLabel(title), i % 4, 2 * (i // 4))
-            counts.addWidget(value, i % 4, 2 * (i // 4) + 1)
-            self.count_labels[key] = value
-        lay.addWidget(shift)
-        lay.addStretch(1)
-        hint = QLabel("A accept · R reject · 1 2 3 overlays · ← → frames · Space pause")
-        hint.setStyleSheet("color:#5f6368;")
-        hint.setWordWrap(True)
-        lay.addWidget(hint)
+        self.prev_button.clicked.connect(lambda: self.step(-1))
+        self.next_button.clicked.connect(lambda: self.step(1))
         self._update_controls()
-        return side
+        self._update_model()
+        return panel
 
     # ------------------------------------------------------------------ stream
+    @property
+    def items(self) -> Any:
+        """The shift's items by index (``Station.history``; older ones reload from the store)."""
+        return self.station.history if self.station is not None else []
+
     def start_stream(self, spec: str, live: bool | None = None) -> None:
         """Starts inspecting ``spec`` (folder, video file or camera:N) on a worker thread.
 
         ``live`` shows every new frame at once (the default for cameras); otherwise the view
-        stays on the frame awaiting a decision and later frames wait their turn.
+        stays on the frame awaiting a decision and later frames wait their turn. Either way the
+        stream runs at most ``IN_FLIGHT`` frames ahead of what the screen has drawn.
         """
         if self.worker is not None:
             self.stop_stream()
@@ -175,9 +146,9 @@ class OperatorWidget(QWidget):
             return
         self.live = (spec.startswith("camera:") or spec.isdigit()) if live is None else live
         self.show_message(f"loading the model and opening {spec}…")
-        worker = Worker(app_logic.run_station, self.session, spec)
+        worker = Worker(app_logic.run_station, self.session, spec, credits=IN_FLIGHT)
         # Signals queued from an older, stopped worker must not reach the new stream's state.
-        worker.yielded.connect(lambda item, w=worker: self._on_yielded(item) if w is self.worker else None)
+        worker.yielded.connect(lambda item, w=worker: self._on_yielded(item, w))
         worker.errored.connect(lambda exc, w=worker: self._on_error(exc) if w is self.worker else None)
         worker.finished.connect(lambda w=worker: self._on_finished(w))
         self.worker = worker
@@ -199,21 +170,34 @@ class OperatorWidget(QWidget):
         (self.worker.pause if paused else self.worker.resume)()
         self.show_message("paused" if paused else "running")
 
-    def _on_yielded(self, item: Any) -> None:
-        if isinstance(item, Station):
-            self.station = item
-            return
-        if isinstance(item, str):
-            self.show_message(item, error=item.startswith("skipped"))
-            self._update_counts()
-            return
-        self.items.append(item)
+    def _on_yielded(self, item: Any, worker: Worker) -> None:
+        """Flow control and the hand-over of the station; frames arrive through its events."""
+        if worker is self.worker:
+            if isinstance(item, Station):
+                if self.station is not None:
+                    self.bridge.detach(self.station)
+                self.station, self.index = item, -1
+                self.bridge.attach(item)
+                self._update_model()
+                self._update_counts()
+            elif isinstance(item, str) and not item.startswith("skipped"):
+                self.show_message(item)
+        worker.ack()
+
+    def _on_frame(self, item: StationItem) -> None:
+        if self.station is None or item.index >= len(self.station.history) or item is not self.items.get(item.index):
+            return  # from a stream already replaced
+        n = len(self.items)
         current = self.current()
-        if self.live or current is None or (self.index == len(self.items) - 2 and current.decision is not None):
-            self.show_item(len(self.items) - 1)
+        if self.live or current is None or (self.index == n - 2 and current.decision is not None):
+            self.show_item(n - 1)
         self._throttle()
         self._update_counts()
         self._update_controls()
+
+    def _on_skipped(self, text: str) -> None:
+        self.show_message(text, error=True)
+        self._update_counts()
 
     def _throttle(self) -> None:
         """A folder or video waits for the operator rather than racing ahead of them."""
@@ -235,15 +219,20 @@ class OperatorWidget(QWidget):
             return
         self.worker = None
         self.sources.set_running(False)
-        if self.items and not self.banner.property("error"):
+        if len(self.items) and not self.banner.property("error"):
             self.show_message(f"source finished: {len(self.items)} frames inspected")
         self.stream_ended.emit()
 
     # ------------------------------------------------------------------ drawing
     def current(self) -> StationItem | None:
-        return self.items[self.index] if 0 <= self.index < len(self.items) else None
+        if self.station is None or not 0 <= self.index < len(self.items):
+            return None
+        return self.station.history.get(self.index)
 
     def show_item(self, index: int) -> None:
+        if index != self.index and self.banner.property("frame_bound"):
+            self.banner.hide()  # a "reason required" note belongs to the frame it was about
+            self.banner.setProperty("frame_bound", False)
         self.index = max(0, min(index, len(self.items) - 1))
         self._redraw()
         self._update_controls()
@@ -251,15 +240,25 @@ class OperatorWidget(QWidget):
         self.frame_shown.emit(self.index)
 
     def step(self, delta: int) -> None:
-        if self.items:
+        if len(self.items):
             self.show_item(self.index + delta)
 
     def _redraw(self) -> None:
         item = self.current()
-        if item is None or self.station is None:
+        if self.station is None:
             return
-        r = item.result
         th = self.station.inspector.thresholds
+        gradcam_on = self.show_gradcam.isChecked() and item is not None and item.gradcam is not None
+        if gradcam_on or self.show_map.isChecked():
+            self.legend.set_scale(*operator_logic.legend(th, gradcam=gradcam_on))
+        else:
+            self.legend.set_scale(None, 0, 0, 0, "")
+        if item is None:
+            if self.index >= 0:
+                self.frame.set_frame(None, "this frame could not be reloaded from the audit store")
+            return
+        self.show_gradcam.setEnabled(item.gradcam is not None)
+        r = item.result
         self.frame.set_frame(
             app_logic.compose_overlay(
                 r.image,
@@ -279,28 +278,38 @@ class OperatorWidget(QWidget):
         self.score_bar.set_values(r.score, r.review_threshold, r.threshold)
         defect, agreement = app_logic.explain_fields(item.extras)
         flagged = r.verdict != "OK"
+        reloaded = item.extras.get("reloaded")
         self.explain_label.setText(
-            f"Defect type: <b>{defect or ('not available' if flagged else '—')}</b><br>"
-            f"Agreement (map vs Grad-CAM): <b>{'not available' if agreement is None else f'{agreement:.2f}'}</b>"
+            f"Defect type: <b>{defect or ('not available' if flagged and not reloaded else '—')}</b><br>"
+            f"Anomaly map and Grad-CAM: <b>{operator_logic.agreement_words(agreement)}</b>"
             + ("" if item.gradcam is not None else "<br>Grad-CAM: not available")
+            + ("<br><i>reloaded from the audit store</i>" if reloaded else "")
+        )
+
+    def _update_model(self) -> None:
+        self.model_label.setText(
+            operator_logic.model_caption(self.station, self.session.store, self.session.current_model_dir())
         )
 
     def _update_controls(self) -> None:
         item = self.current()
+        n = len(self.items)
         if item is not None:
-            self.frame_caption.setText(f"frame {self.index + 1} of {len(self.items)} · {item.result.source}")
+            self.frame_caption.setText(f"frame {self.index + 1} of {n} · {item.result.source}")
         for b in (self.accept_button, self.reject_button):
-            b.setEnabled(item is not None)
+            b.setEnabled(item is not None and self.deciding is None)
         self.prev_button.setEnabled(self.index > 0)
-        self.next_button.setEnabled(0 <= self.index < len(self.items) - 1)
+        self.next_button.setEnabled(0 <= self.index < n - 1)
         if item is None:
             self.decision_label.setText("")
+        elif self.deciding is item:
+            self.decision_label.setText("recording your decision…")
         elif item.decision is None:
-            ahead = len(self.items) - 1 - self.index
+            ahead = n - 1 - self.index
             self.decision_label.setText("waiting for your decision" + (f" · {ahead} more ready" if ahead else ""))
         else:
             queued = " (waiting in the retry queue)" if item.decision_id is None else ""
-            self.decision_label.setText(f"<b>{item.decision}ed</b> by {self.session.user.name}{queued}")
+            self.decision_label.setText(f"<b>{item.decision}ed</b>{queued}")
 
     def _update_counts(self) -> None:
         if self.station is None:
@@ -311,16 +320,18 @@ class OperatorWidget(QWidget):
         for v in ("OK", "REVIEW", "DEFECT"):
             self.count_labels[v].setText(str(c.verdicts[v]))
 
-    def show_message(self, text: str, *, error: bool = False) -> None:
+    def show_message(self, text: str, *, error: bool = False, frame_bound: bool = False) -> None:
         self.messages.append(text)
+        del self.messages[:-200]  # a long shift of skipped frames must not grow the list forever
         colour = "#f6d0cd" if error else "#e8f0fe"
         self.banner.setStyleSheet(f"background:{colour}; color:#202124; padding:6px; border-radius:4px;")
         self.banner.setProperty("error", error)
+        self.banner.setProperty("frame_bound", frame_bound)
         self.banner.setText(text)
         self.banner.show()
 
     def message_text(self) -> str:
-        return self.banner.text()
+        return "" if self.banner.isHidden() else self.banner.text()
 
     def set_queue_length(self, n: int) -> None:
         """Shown while records wait for the database; they are kept on disk, not lost."""
@@ -337,7 +348,7 @@ class OperatorWidget(QWidget):
             Qt.Key.Key_A: lambda: self.decide("accept"),
             Qt.Key.Key_R: lambda: self.decide("reject"),
             Qt.Key.Key_1: self.show_map.toggle,
-            Qt.Key.Key_2: self.show_gradcam.toggle,
+            Qt.Key.Key_2: lambda: self.show_gradcam.toggle() if self.show_gradcam.isEnabled() else None,
             Qt.Key.Key_3: self.show_outline.toggle,
             Qt.Key.Key_Left: lambda: self.step(-1),
             Qt.Key.Key_Right: lambda: self.step(1),
@@ -350,19 +361,34 @@ class OperatorWidget(QWidget):
         action()
 
     def decide(self, decision: str, reason_code: str | None = None, reason_text: str | None = None) -> None:
-        """Records a decision; asks for a reason when the station says one is required."""
+        """Records a decision on a worker; asks for a reason first when the station requires one."""
         item = self.current()
         if item is None or self.station is None:
             return
+        if self.deciding is not None:
+            self.show_message("still recording the previous decision…")
+            return
         try:
-            self.station.decide(self.session.user, item, decision, reason_code, reason_text)
+            Station.check_decision(item, decision, reason_code, reason_text)
         except ReasonRequired as exc:
             self._ask_reason(item, decision, str(exc))
             return
         except InspectorError as exc:
-            self.show_message(f"decision not recorded: {exc}", error=True)
+            self.show_message(f"decision not recorded: {exc}", error=True, frame_bound=True)
             return
-        self._after_decision(item)
+        self.deciding = item
+        self._update_controls()
+        start_job(
+            self, self.station.decide, self.session.user, item, decision, reason_code, reason_text,
+            done=lambda _id: self._after_decision(item),
+            failed=lambda exc: self._decision_failed(item, exc),
+        )
+
+    def _decision_failed(self, item: StationItem, exc: BaseException) -> None:
+        self.deciding = None
+        text = str(exc) if isinstance(exc, InspectorError) else f"{type(exc).__name__}: {exc}"
+        self.show_message(f"decision not recorded: {text}", error=True, frame_bound=True)
+        self._update_controls()
 
     def _ask_reason(self, item: StationItem, decision: str, why: str) -> None:
         dlg = ReasonDialog(f"Reason to {decision}", why, REASON_CODES, self)
@@ -373,7 +399,9 @@ class OperatorWidget(QWidget):
             if result and dlg.code:
                 self.decide(decision, dlg.code, dlg.text or None)
             else:
-                self.show_message(f"{decision} not recorded: a reason is required to overrule the model", error=True)
+                self.show_message(
+                    f"{decision} not recorded: a reason is required to overrule the model", error=True, frame_bound=True
+                )
             self.setFocus()
             dlg.deleteLater()
 
@@ -381,13 +409,15 @@ class OperatorWidget(QWidget):
         dlg.open()
 
     def _after_decision(self, item: StationItem) -> None:
+        self.deciding = None
         self._update_counts()
-        self.decided.emit(item)
         if item is self.current() and self.index < len(self.items) - 1:
             self.show_item(self.index + 1)
         else:
             self._update_controls()
+        self.decided.emit(item)
 
     def shutdown(self) -> None:
-        """Stops the stream and waits for its thread (called when the window closes)."""
+        """Stops the stream and any decision in flight, and waits for their threads."""
         self.stop_stream()
+        stop_jobs(self)

@@ -34,9 +34,13 @@ class Worker(QThread):
         *args: Any,
         progress_arg: str | None = None,
         stop_arg: str | None = None,
+        credits: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        # Flow control: with ``credits`` the generator waits once that many items are yielded and
+        # not yet ``ack``ed, so a fast source never floods the event loop with frames it cannot show.
+        self._credits = threading.Semaphore(credits) if credits else None
         self._fn, self._args, self._kwargs = fn, args, dict(kwargs)
         if progress_arg:
             self._kwargs[progress_arg] = lambda *values: self.report(values if len(values) > 1 else values[0])
@@ -54,6 +58,11 @@ class Worker(QThread):
 
     def abort_requested(self) -> bool:
         return self._abort.is_set()
+
+    def ack(self) -> None:
+        """The UI has handled one yielded item: the generator may produce another."""
+        if self._credits is not None:
+            self._credits.release()
 
     def pause(self) -> None:
         self._resume.clear()
@@ -84,6 +93,10 @@ class Worker(QThread):
         try:
             while True:
                 self._resume.wait()
+                if self._credits is not None:
+                    while not self._credits.acquire(timeout=0.05):
+                        if self._abort.is_set():
+                            break
                 if self._abort.is_set():
                     gen.close()
                     return None
@@ -95,3 +108,39 @@ class Worker(QThread):
         """Aborts and joins; used when a view closes so no thread outlives its widgets."""
         self.abort()
         return self.wait(timeout_ms)
+
+
+def start_job(
+    owner: Any,
+    fn: Callable[..., Any],
+    *args: Any,
+    done: Callable[[Any], None] | None = None,
+    failed: Callable[[BaseException], None] | None = None,
+    **kwargs: Any,
+) -> Worker:
+    """Runs a one-off slow call (flush, verify, export, login, a decision) off the UI thread.
+
+    The worker is kept in ``owner.jobs`` until it finishes, so it is neither collected early nor
+    left running: ``stop_jobs(owner)`` joins whatever is still going when a view closes.
+    """
+    jobs: set[Worker] = owner.__dict__.setdefault("jobs", set())
+    worker = Worker(fn, *args, **kwargs)
+    if done is not None:
+        worker.returned.connect(done)
+    if failed is not None:
+        worker.errored.connect(failed)
+
+    def finished() -> None:
+        jobs.discard(worker)
+        worker.deleteLater()
+
+    worker.finished.connect(finished)
+    jobs.add(worker)
+    worker.start()
+    return worker
+
+
+def stop_jobs(owner: Any, timeout_ms: int = 30000) -> None:
+    """Joins the owner's one-off jobs (they are short; a store retry is at most its backoff)."""
+    for worker in list(owner.__dict__.get("jobs", ())):
+        worker.stop_and_wait(timeout_ms)

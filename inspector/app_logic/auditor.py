@@ -9,7 +9,7 @@ import numpy as np
 
 from inspector import explainers
 from inspector.audit import AuditStore
-from inspector.overlay import panels
+from inspector.overlay import COLORMAP, GRADCAM_COLORMAP, panels
 
 
 def decision_filters(
@@ -67,7 +67,8 @@ def recorded_view(store: AuditStore, inspection_id: int, display: int = 280) -> 
     if rec.gradcam is not None:  # recorded in score units (Explanation.display)
         title = explainers.get(explainers.every_frame_method()).title
         maps.append((title, rec.gradcam, low, max(high, low + 1e-6), None))
-    return panels(rec.frame, maps, header=header, display=display), caption
+    cmaps = [COLORMAP if title == "anomaly map" else GRADCAM_COLORMAP for title, *_ in maps]
+    return panels(rec.frame, maps, header=header, display=display, colormaps=cmaps), caption
 
 
 def explanation_note(metrics: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 from inspector.app_logic.session import AppSession, ExplainFn
 from inspector.audit import AuditStore
 from inspector.calibration import Thresholds
-from inspector.overlay import overlay
+from inspector.overlay import COLORMAP, GRADCAM_COLORMAP, overlay, palette
 from inspector.station import Station
 
 
@@ -36,10 +36,26 @@ def open_station(session: AppSession) -> Station:
     if model_dir is None:
         raise ModelError("no model: activate one in the engineer view or start with --model DIR")
     inspector = Inspector.load(model_dir, session.device)
-    explain = session.explain_factory(inspector) if session.explain_factory else default_explainer(inspector)
-    station = Station(session.store, inspector, session.station, explain=explain)
+    if session.explain_factory is not None:  # a custom explainer runs after the pipeline's own pass
+        station = Station(
+            session.store, inspector, session.station, explain=session.explain_factory(inspector), keep=session.keep
+        )
+    else:  # score, map, Grad-CAM and defect type from one model pass per frame
+        station = Station(
+            session.store, inspector, session.station, analyse=default_analyser(inspector), keep=session.keep
+        )
     inspector.thresholds = effective_thresholds(session.store, station.model_version_id, inspector.thresholds)
     return station
+
+
+def default_analyser(inspector: Any) -> Any:
+    """``FrameAnalyser.analyse`` for the model, or None (plain inspection) where it cannot be built."""
+    try:
+        from inspector.analysis import FrameAnalyser
+
+        return FrameAnalyser.load(inspector).analyse
+    except Exception:  # e.g. a defect head for another model: the view says "not available"
+        return None
 
 
 def run_station(session: AppSession, spec: str, batch_size: int = 1) -> Iterator[Any]:
@@ -117,10 +133,10 @@ def compose_overlay(
     out = image
     # A threshold moved far below training's colour range could invert it; keep high > low.
     low, high = thresholds.map_low, max(thresholds.map_high, thresholds.map_low + 1e-6)
-    if show_map and anomaly_map is not None:
+    if show_gradcam and gradcam is not None:  # in score units, in its own palette; never over the map
+        out = overlay(out, gradcam, low, high, opacity=opacity, colormap=GRADCAM_COLORMAP)
+    elif show_map and anomaly_map is not None:
         out = overlay(out, anomaly_map, low, high, opacity=opacity)
-    if show_gradcam and gradcam is not None:  # in score units, like the anomaly map
-        out = overlay(out, gradcam, low, high, opacity=opacity)
     if show_outline and anomaly_map is not None:
         out = overlay(
             out,
@@ -132,3 +148,37 @@ def compose_overlay(
             contour_colour=(255, 40, 200),
         )
     return out
+
+
+def legend(thresholds: Thresholds, gradcam: bool) -> tuple[np.ndarray, float, float, float, str]:
+    """What the colour legend shows: palette, fixed range, decision threshold, and a title."""
+    low, high = thresholds.map_low, max(thresholds.map_high, thresholds.map_low + 1e-6)
+    title = "Grad-CAM (where the score came from)" if gradcam else "anomaly map (score units)"
+    return palette(GRADCAM_COLORMAP if gradcam else COLORMAP), low, high, thresholds.decision, title
+
+
+def agreement_words(agreement: float | None) -> str:
+    """The map-vs-Grad-CAM agreement as an operator reads it (two unrelated maps give about 0.05)."""
+    if agreement is None:
+        return "not available"
+    if agreement >= 0.5:
+        return f"both point at the same area ({agreement:.2f})"
+    if agreement >= 0.2:
+        return f"they partly overlap ({agreement:.2f})"
+    return f"they point at different areas: check the part by eye ({agreement:.2f})"
+
+
+def model_caption(station: Station | None, store: AuditStore, model_dir: Any) -> str:
+    """"model v3 · efficientnet_lite0 · trained 2026-11-30": which model is judging, always on screen."""
+    if station is not None:
+        info = station.inspector.info
+        version = f"v{station.model_version_id}" if station.model_version_id is not None else "not registered"
+        trained = f" · trained {info.trained_at[:10]}" if info.trained_at else ""
+        return f"model {version} · {info.backbone}{trained}"
+    try:
+        active = store.active_model()
+    except Exception:
+        active = None
+    if active is not None:
+        return f"model v{active.id} · {active.backbone} (active)"
+    return f"model {model_dir}" if model_dir else "no model chosen"

@@ -19,7 +19,7 @@ ROLE_VIEWS: dict[str, tuple[str, ...]] = {
     "operator": ("operator",),
     "engineer": ("engineer",),
     "auditor": ("auditor",),
-    "admin": ("auditor",),
+    "admin": ("auditor", "users"),
 }
 
 
@@ -42,6 +42,7 @@ class AppSession:
     default_source: str = ""  # what the operator's source bar starts with
     train_config: Any = None  # a PatchCoreConfig; None means the default (tests pass a tiny one)
     explain_factory: Callable[[Any], ExplainFn | None] | None = None
+    keep: int = 64  # frames the operator's station keeps in memory; older ones reload from the store
 
     def current_model_dir(self) -> Path | None:
         """The store's active model wins: an engineer's activation reaches the next stream."""

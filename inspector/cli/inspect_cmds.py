@@ -11,9 +11,6 @@ import click
 from inspector.audit import AuditStore, User
 from inspector.cli.common import db_option, device_option, resolve_db
 from inspector.errors import InspectorError
-from inspector.pipeline import Inspector
-from inspector.sources import open_source
-from inspector.station import DECISIONS, Station
 
 PASSWORD_ENV = "INSPECTOR_PASSWORD"
 
@@ -34,6 +31,7 @@ def read_decisions(path: Path) -> dict[str, tuple[str, str | None]]:
     raised for the read so that a huge field is measured, not a crash).
     """
     from inspector.audit.users import REASON_MAX
+    from inspector.station import DECISIONS
 
     if not path.is_file():
         raise InspectorError(f"decisions file not found: {path}")
@@ -107,6 +105,10 @@ def inspect_cmd(
 
     Example: inspector inspect --model models/pill --input frames/ --db audit.db --station line-1
     """
+    from inspector.pipeline import Inspector
+    from inspector.sources import open_source
+    from inspector.station import Station
+
     if (operator is None) != (decisions_csv is None):
         raise InspectorError("--operator and --decisions go together")
     decisions = read_decisions(decisions_csv) if decisions_csv else {}
@@ -122,11 +124,13 @@ def inspect_cmd(
         st = Station(store, Inspector.load(model_dir, device), station)
         src = open_source(source)
         n_decided = 0
+        seen: set[str] = set()  # frame names only: the station keeps few frames in memory
         for item in st.run(src, batch_size):
             if isinstance(item, str):
                 click.echo(item, err=True)
                 continue
             r = item.result
+            seen.add(r.source)
             line = f"{r.source}: {r.verdict} score {r.score:.4f} (thr {r.threshold:.4f})"
             if r.out_of_domain is not None:
                 line = f"{r.source}: OUT-OF-DOMAIN, routed to review: {r.out_of_domain} (score {r.score:.4f})"
@@ -142,7 +146,7 @@ def inspect_cmd(
                 flush_or_stop(store)
         flush_or_stop(store)
         c = st.counts
-        missing = sorted(set(decisions) - {it.result.source for it in st.items})
+        missing = sorted(set(decisions) - seen)
         click.echo(
             f"{c.inspected} inspected ({c.verdicts['OK']} OK, {c.verdicts['REVIEW']} REVIEW, "
             f"{c.verdicts['DEFECT']} DEFECT, {c.verdicts['OOD']} OUT-OF-DOMAIN), {n_decided} decisions, "
@@ -168,6 +172,9 @@ def register_cmd(model_dir: Path, db: str | None, actor: str, activate: bool) ->
 
     Example: inspector models register --model models/pill --db audit.db --as eng1
     """
+    from inspector.pipeline import Inspector
+    from inspector.station import Station
+
     with AuditStore.open(resolve_db(db)) as store:
         user = login(store, actor)
         st = Station(store, Inspector.load(model_dir, "cpu"), "registration")

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
-import cv2
 
-from inspector import demo as demo_mod
 from inspector.cli.common import StageBars, device_option, prediction_doc, root_option, show_progress, write_json
-from inspector.evaluation import evaluate, format_report
+from inspector.errors import ImageError, InspectorError
 from inspector.manifest import load_manifest
-from inspector.overlay import panels
-from inspector.pipeline import Inspector
-from inspector.training import train
-from models.backbones import BACKBONES
-from models.patchcore import PatchCoreConfig
+
+
+class BackboneChoice(click.Choice):  # type: ignore[type-arg]
+    """``--backbone`` names, read from ``models.backbones`` (which loads torch) only when a command parses."""
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from models.backbones import BACKBONES
+
+        return tuple(sorted(BACKBONES))
+
+    @choices.setter
+    def choices(self, _value: Any) -> None:
+        """click's constructor sets them; the property reads them instead."""
 
 
 @click.command("train")
@@ -25,7 +36,7 @@ from models.patchcore import PatchCoreConfig
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory to write."
 )
-@click.option("--backbone", type=click.Choice(sorted(BACKBONES)), default="efficientnet_lite0", show_default=True)
+@click.option("--backbone", type=BackboneChoice(), default="efficientnet_lite0", show_default=True)
 @click.option(
     "--weights",
     type=click.Path(dir_okay=False),
@@ -91,6 +102,10 @@ def train_cmd(
         return
     if manifest is None:
         raise click.UsageError("give --manifest (or --update FROM_MODEL with --add/--remove)")
+    from inspector.training import train
+    from models.backbones import BACKBONES
+    from models.patchcore import PatchCoreConfig
+
     m = load_manifest(manifest)
     defaults = PatchCoreConfig()
     spec_layers = BACKBONES[backbone].default_layers if backbone != defaults.backbone else defaults.layers
@@ -142,6 +157,8 @@ def eval_cmd(model_dir: Path, manifest: Path, root: Path, json_out: Path, device
     --root ../shared/data/pillqc --json eval.json
     """
     from inspector.domain import manifest_warnings
+    from inspector.evaluation import evaluate, format_report
+    from inspector.pipeline import Inspector
     from models.patchcore.serialization import read_model_json
 
     inspector = Inspector.load(model_dir, device)
@@ -185,18 +202,27 @@ def predict_cmd(
         predict_onnx(onnx_file, out, images)
         return
     assert model_dir is not None
+    import cv2
+
     from inspector.cli.explain_cmds import header
     from inspector.domain import OUT_OF_DOMAIN_LABEL
     from inspector.explain import Explainer
     from inspector.images import read_image_with_format
+    from inspector.overlay import panels
+    from inspector.pipeline import Inspector
 
     inspector = Inspector.load(model_dir, device)
     explainer = Explainer.load(inspector)
-    # Read all first: a bad file fails before any output. The format is kept for the domain check.
-    frames = [(p, *read_image_with_format(p)) for p in images]
     out.mkdir(parents=True, exist_ok=True)
     t = inspector.thresholds
-    for path, frame, fmt in frames:
+    failed: list[str] = []
+    for path in images:
+        try:  # one bad file is reported and skipped; the rest are still scored
+            frame, fmt = read_image_with_format(path)  # the format is kept for the domain check
+        except ImageError as exc:
+            click.echo(f"skipped {exc}", err=True)
+            failed.append(str(exc))  # the message names the file and why
+            continue
         r = inspector.inspect_images([frame], sources=[str(path)], formats=[fmt])[0]
         e = explainer.explain(frame, ("anomaly", "gradcam"))
         doc = prediction_doc(
@@ -224,6 +250,8 @@ def predict_cmd(
             click.echo(f"{path}: {OUT_OF_DOMAIN_LABEL}, routed to review: {r.out_of_domain} (score {r.score:.4f})")
         else:
             click.echo(f"{path}: {r.verdict} (score {r.score:.4f}, threshold {r.threshold:.4f})")
+    if failed:
+        raise InspectorError(f"{len(failed)} of {len(images)} image(s) could not be read: {'; '.join(failed[:3])}")
 
 
 @click.command("demo")
@@ -236,6 +264,8 @@ def predict_cmd(
 @device_option
 def demo_cmd(workdir: Path | None, device: str) -> None:
     """Make synthetic data, train on it, evaluate, and print the figures. Needs no downloads."""
+    from inspector import demo as demo_mod
+
     bars = StageBars(show_progress())
     try:
         reports = demo_mod.run_demo(workdir, device=device, progress=bars, echo=click.echo)

@@ -97,14 +97,20 @@ def test_defect_head_trains_saves_and_loads_without_pickle(with_head: Path, synt
     assert doc["classes"] == ["chip", "dirt"] and doc["n_train"] == {"chip": 2, "dirt": 2}
     assert doc["n_heldout"] == {"chip": 2, "dirt": 2} and 0.0 <= doc["heldout_accuracy"] <= 1.0
     inspector = Inspector.load(with_head, "cpu")
+    trained = inspector.thresholds
+    inspector.thresholds = trained.with_decision(1e-9)  # flagged whatever the tiny model scores
     ex = Explainer.load(inspector)
     assert ex.has_defect_classifier
-    e = ex.explain(a_frame(synthetic_pills, "dirt"), ("anomaly", "gradcam", "defect-gradcam"))
+    frame = a_frame(synthetic_pills, "dirt")
+    e = ex.explain(frame, ("anomaly", "gradcam", "defect-gradcam"))
     assert set(e.defect_probabilities) == {"chip", "dirt"}
     assert abs(sum(e.defect_probabilities.values()) - 1) < 1e-5
     assert e.maps["defect-gradcam"].shape == e.maps["anomaly"].shape
-    if e.verdict != "OK":
-        assert e.defect_type in ("chip", "dirt") and e.defect_probability is not None
+    assert e.verdict == "DEFECT" and e.defect_type in ("chip", "dirt")
+    assert e.defect_probability == e.defect_probabilities[e.defect_type]
+    inspector.thresholds = trained.with_decision(1e9)  # judged OK: no defect type is claimed
+    ok = ex.explain(frame, ("anomaly", "gradcam"))
+    assert ok.verdict == "OK" and ok.defect_type is None and ok.defect_probability is None
 
 
 def test_a_pickled_or_foreign_defect_head_is_refused(with_head: Path, tmp_path: Path) -> None:

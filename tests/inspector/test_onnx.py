@@ -61,7 +61,8 @@ def test_export_cli_and_bad_inputs(trained_tiny, tmp_path) -> None:
     runner = CliRunner()
     out = tmp_path / "m.onnx"
     result = runner.invoke(main, ["export", "--model", str(trained_tiny), "--onnx", str(out)])
-    assert result.exit_code == 0, result.output and out.is_file()
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and out.stat().st_size > 0
     both = runner.invoke(main, ["predict", "--out", str(tmp_path), "x.png"])
     assert both.exit_code != 0 and "--onnx" in both.output
     junk = tmp_path / "junk.onnx"

@@ -41,7 +41,9 @@ def frames(tmp_path: Path, synthetic_pills) -> Path:
 
 
 def test_station_records_and_enforces_reasons(store, trained_tiny, frames: Path) -> None:
-    st = Station(store, Inspector.load(trained_tiny, "cpu"), "line-1")
+    inspector = Inspector.load(trained_tiny, "cpu")
+    inspector.thresholds = inspector.thresholds.with_decision(1e-9)  # every frame DEFECT: accepting overrules
+    st = Station(store, inspector, "line-1")
     st.register_model(store.authenticate("eng", "eng-pass"))
     out = list(st.run(FolderSource(frames), batch_size=2))
     skipped = [o for o in out if isinstance(o, str)]
@@ -50,16 +52,15 @@ def test_station_records_and_enforces_reasons(store, trained_tiny, frames: Path)
     assert all(it.inspection_id is not None for it in items)
     op = store.authenticate("ana", "ana-pass")
     item = items[0]
-    wrong = "reject" if item.result.verdict == "OK" else "accept"
-    if item.result.verdict != "REVIEW":
-        with pytest.raises(ReasonRequired):
-            st.decide(op, item, wrong)
-    first = st.decide(op, item, wrong, reason_code="other", reason_text="seen under the lamp")
-    second = st.decide(
-        op, item, "accept" if wrong == "reject" else "reject", reason_code="other", reason_text="corrected"
-    )
+    assert all(it.result.verdict == "DEFECT" for it in items)
+    with pytest.raises(ReasonRequired):
+        st.decide(op, item, "accept")
+    assert store.decisions() == []  # refused before it reached the store
+    first = st.decide(op, item, "accept", reason_code="other", reason_text="seen under the lamp")
+    second = st.decide(op, item, "reject", reason_code="other", reason_text="corrected")
     views = store.decisions()
-    assert {v.id for v in views} >= {first, second}
+    assert {v.id for v in views} == {first, second}
+    assert [v.decision for v in store.decisions(current_only=True)] == ["reject"]
     assert st.counts.inspected == 5 and st.counts.unreadable == 1
     assert store.verify().ok
 

@@ -11,9 +11,31 @@ from models.backbones import build_feature_extractor
 from models.fusion import StaticSameConv
 
 
+def trained_like_statistics(model: torch.nn.Module, seed: int = 0) -> int:
+    """Gives every batch-norm running statistics and affine terms a trained network could have.
+
+    A fresh batch-norm has mean 0, variance 1, weight 1, bias 0, where folding it changes nothing:
+    a fold that forgot the running mean (or the variance) would still pass. Returns the count.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = 0
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(0.5 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=g))
+                if m.affine:
+                    m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                    m.bias.copy_(0.2 * torch.randn(c, generator=g))
+                n += 1
+    return n
+
+
 @pytest.fixture(scope="module")
 def pair():
     plain, _ = build_feature_extractor("efficientnet_lite0", ("pixels", "blocks.2", "blocks.3"), pretrained=False)
+    assert trained_like_statistics(plain) > 5
     fast = copy.deepcopy(plain)
     fast.optimize_for_inference((64, 64))
     return plain, fast

@@ -19,16 +19,20 @@ def test_login(qtbot, store) -> None:
     qtbot.addWidget(dlg)
     dlg.user_id.setText("ana")
     dlg.password.setText("wrong-password")
-    dlg.accept()
+    with qtbot.waitSignal(dlg.checked, timeout=30000) as blocker:
+        dlg.accept()
+    assert blocker.args == [False]
     assert dlg.user is None and "refused" in dlg.error.text() and dlg.result() == 0
     dlg.password.setText("ana-pass")
-    dlg.accept()
+    with qtbot.waitSignal(dlg.checked, timeout=30000) as blocker:
+        dlg.accept()
+    assert blocker.args == [True]
     assert dlg.user is not None and dlg.user.role == "operator" and dlg.result() == 1
 
 
 @pytest.mark.parametrize(
     ("user", "views"),
-    [("ana", {"operator"}), ("eng", {"engineer"}), ("aud", {"auditor"}), ("root", {"auditor"})],
+    [("ana", {"operator"}), ("eng", {"engineer"}), ("aud", {"auditor"}), ("root", {"auditor", "users"})],
 )
 def test_each_role_sees_only_its_views(qtbot, make_session, user: str, views: set[str]) -> None:
     window = InspectorWindow(make_session(user))

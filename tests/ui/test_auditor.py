@@ -55,11 +55,15 @@ def test_detail_verify_and_export(qtbot, store, make_session, trained_tiny: Path
     view.table.selectRow(0)
     assert view.detail_frame.frame() is not None
     assert "score" in view.detail_caption.text()
-    with qtbot.waitSignal(view.verified) as blocker:
+    with qtbot.waitSignal(view.verified, timeout=30000) as blocker:
         view.verify()
     assert blocker.args == [True] and "intact" in view.verify_label.text()
-    assert view.export("csv", tmp_path / "a.csv") == 3 and (tmp_path / "a.csv").stat().st_size > 0
-    assert view.export("pdf", tmp_path / "a.pdf") == 3 and (tmp_path / "a.pdf").read_bytes()[:4] == b"%PDF"
+    with qtbot.waitSignal(view.exported, timeout=30000) as blocker:
+        view.export("csv", tmp_path / "a.csv")
+    assert blocker.args == [3] and (tmp_path / "a.csv").stat().st_size > 0
+    with qtbot.waitSignal(view.exported, timeout=30000) as blocker:
+        view.export("pdf", tmp_path / "a.pdf")
+    assert blocker.args == [3] and (tmp_path / "a.pdf").read_bytes()[:4] == b"%PDF"
 
 
 def test_a_broken_chain_is_shown_plainly(qtbot, store, make_session, trained_tiny: Path, frames: Path) -> None:
@@ -74,5 +78,7 @@ def test_a_broken_chain_is_shown_plainly(qtbot, store, make_session, trained_tin
     con.close()
     view = AuditorWidget(make_session("aud"))
     qtbot.addWidget(view)
-    assert view.verify() is False
+    with qtbot.waitSignal(view.verified, timeout=30000) as blocker:
+        view.verify()
+    assert blocker.args == [False]
     assert "BROKEN" in view.verify_label.text()
