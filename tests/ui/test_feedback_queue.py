@@ -10,9 +10,11 @@ from ui.feedback_queue import FeedbackQueueWidget
 
 def _candidate(store, ana, verdict: str, decision: str, code: str | None, text: str | None, seed: int) -> int:
     frame = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    th = store.model(store.test_model_id).threshold  # the store refuses any other threshold
+    score = th * 1.2 if verdict == "DEFECT" else th * 0.5
     iid = store.record_inspection(
         station="line-1", source=f"f{seed}.png", frame_index=seed, frame=frame,
-        model_version_id=store.test_model_id, score=0.5, threshold=0.4, verdict=verdict,
+        model_version_id=store.test_model_id, score=score, threshold=th, verdict=verdict,
         anomaly_map=np.zeros((32, 32), np.float32),
     )  # fmt: skip
     return store.record_decision(ana, iid, decision, reason_code=code, reason_text=text)
