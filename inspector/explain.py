@@ -186,7 +186,7 @@ class Explainer:
                 "this model has no defect classifier, so there is no defect Grad-CAM; train one with "
                 "inspector train-defects (needs labelled images of at least two defect types)"
             )
-        size = self.model.config.input_size
+        size = self.model.config.input_hw
         x = to_batch([image], size).to(self.inspector.device)
         maps: dict[str, np.ndarray] = {}
         ms: dict[str, float] = {}
@@ -220,7 +220,7 @@ class Explainer:
             ms["occlusion"] = (time.perf_counter() - t) * 1000
         if "saliency" in wanted:
             t = time.perf_counter()
-            maps["saliency"] = _unit(saliency_map(self.model, x, sigma=size / 112)[0])
+            maps["saliency"] = _unit(saliency_map(self.model, x, sigma=size[0] / 112)[0])
             ms["saliency"] = (time.perf_counter() - t) * 1000
         verdict = self.inspector.thresholds.verdict(score)
         agree = agreement(maps["anomaly"], maps["gradcam"]) if "gradcam" in maps else None
@@ -345,7 +345,7 @@ def split_defect_items(
 
 
 def _features(inspector: Inspector, items: list[ManifestItem], root: str | Path, layers: list[str]) -> torch.Tensor:
-    size = inspector.model.config.input_size
+    size = inspector.model.config.input_hw
     return extract_pooled(inspector.model, batches(load_items(items, root), size, 16), layers)
 
 

@@ -60,7 +60,7 @@ ScoreFn = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
 
 def inspect_batch(
     images: Sequence[np.ndarray],
-    input_size: int,
+    input_size: int | tuple[int, int],
     score_fn: ScoreFn,
     thresholds: Thresholds,
     sources: Sequence[str] | None = None,
@@ -136,7 +136,7 @@ class Inspector:
     ) -> list[InspectionResult]:
         """Scores a batch of RGB uint8 frames; maps come back at each frame's own size."""
         return inspect_batch(
-            images, self.model.config.input_size, self._score_maps, self.thresholds, sources, start_index
+            images, self.model.config.input_hw, self._score_maps, self.thresholds, sources, start_index
         )
 
     def _score_maps(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from inspector.preprocess import resolve_device, to_batch
 from models.backbones import BackboneError
 from models.patchcore import PatchCore, PatchCoreConfig, save_patchcore
 
+if TYPE_CHECKING:
+    from inspector.autoconfig import SearchOptions, Selection
+
 Progress = Callable[[str, int, int], None]
 
 
@@ -37,6 +40,7 @@ class TrainResult:
     n_train: int
     n_calibration: int
     memory_bank_shape: tuple[int, ...]
+    selection: Selection | None = None
 
 
 def load_items(items: Sequence[ManifestItem], root: str | Path, *, check_sha: bool = True) -> list[np.ndarray]:
@@ -67,12 +71,14 @@ def check_items(items: Sequence[ManifestItem], root: str | Path, progress: Progr
         progress("checking files", len(items), len(items))
 
 
-def batches(images: Sequence[np.ndarray], size: int, batch_size: int) -> Iterator[torch.Tensor]:
+def batches(images: Sequence[np.ndarray], size: int | tuple[int, int], batch_size: int) -> Iterator[torch.Tensor]:
     for i in range(0, len(images), batch_size):
         yield to_batch(images[i : i + batch_size], size)
 
 
-def item_batches(items: Sequence[ManifestItem], root: str | Path, size: int, batch_size: int) -> Iterator[torch.Tensor]:
+def item_batches(
+    items: Sequence[ManifestItem], root: str | Path, size: int | tuple[int, int], batch_size: int
+) -> Iterator[torch.Tensor]:
     """Decodes and resizes a batch at a time, so 10,000 training images are never all in memory.
 
     Checksums are left to ``check_items``, run once before: a bad file then stops training
@@ -119,8 +125,14 @@ def train(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     trained_by: str | None = None,
+    search: SearchOptions | None = None,
 ) -> TrainResult:
-    """Fits, calibrates and saves a model; returns where and how it went."""
+    """Fits, calibrates and saves a model; returns where and how it went.
+
+    With ``search``, the settings are chosen first from the good training images that fit the
+    bank (``inspector.autoconfig``; never the calibration or test images), starting from
+    ``config``'s other settings; the choice and every candidate's figures go into model.json.
+    """
     config = config or PatchCoreConfig()
     if not 0 < config.coreset_ratio <= 1:
         raise ConfigError(f"coreset ratio must be in (0, 1], got {config.coreset_ratio}")
@@ -131,6 +143,9 @@ def train(
     fit_items, hold_items = (good, []) if labelled_val else split_holdout(good, holdout_share, config.seed)
     calibration_items = val if labelled_val else hold_items
     check_items([*fit_items, *calibration_items], root, progress)
+    selection = None
+    if search is not None:
+        config, selection = _search(fit_items, root, config, search, progress)
     torch.manual_seed(config.seed)
     try:
         model = PatchCore(config).to(dev)
@@ -140,19 +155,19 @@ def train(
     tic = time.perf_counter()
     n_batches = (len(fit_items) + batch_size - 1) // batch_size
     model.fit(
-        item_batches(fit_items, root, config.input_size, batch_size),
+        item_batches(fit_items, root, config.input_hw, batch_size),
         total_batches=n_batches,
         progress=progress,
         should_stop=should_stop,
     )
     fit_s = time.perf_counter() - tic
     if labelled_val:
-        scores, maps = score_batches(model, item_batches(val, root, config.input_size, batch_size))
+        scores, maps = score_batches(model, item_batches(val, root, config.input_hw, batch_size))
         labels = np.array([it.is_anomalous for it in val], dtype=int)
         thresholds = calibrate_labelled(scores, labels, maps[labels == 0])
         n_cal = len(val)
     elif hold_items:
-        scores, maps = score_batches(model, item_batches(hold_items, root, config.input_size, batch_size))
+        scores, maps = score_batches(model, item_batches(hold_items, root, config.input_hw, batch_size))
         thresholds = calibrate_good_only(scores, maps, target_frr)
         n_cal = len(hold_items)
     else:
@@ -171,6 +186,37 @@ def train(
         "trained_by": trained_by,
         "calibration_scores": [float(s) for s in scores],
         "python": platform.python_version(),
+        "settings_search": selection.to_json() if selection is not None else {"chosen_by": "given settings"},
     }
     out = save_patchcore(model, out_dir, meta)
-    return TrainResult(out, thresholds, fit_s, len(fit_items), n_cal, tuple(model.memory_bank.shape))
+    return TrainResult(out, thresholds, fit_s, len(fit_items), n_cal, tuple(model.memory_bank.shape), selection)
+
+
+def _search(
+    fit_items: list[ManifestItem],
+    root: str | Path,
+    base: PatchCoreConfig,
+    opts: SearchOptions,
+    progress: Progress | None,
+) -> tuple[PatchCoreConfig, Selection]:
+    """Chooses settings on a seeded sample of the bank's own good images (decoded only those)."""
+    from inspector.autoconfig import select_config
+
+    n = min(len(fit_items), opts.sample_size())
+    pick = sorted(np.random.default_rng(base.seed + 1).permutation(len(fit_items))[:n].tolist())
+    images = load_items([fit_items[i] for i in pick], root, check_sha=False)
+    try:
+        return select_config(
+            images,
+            base=base,
+            pinned=opts.pinned,
+            budget_ms=opts.budget_ms,
+            allow_over_budget=opts.allow_over_budget,
+            n_fit=opts.n_fit,
+            n_eval=opts.n_eval,
+            n_final=len(fit_items),
+            backbones=opts.backbones,
+            progress=progress,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -71,6 +71,7 @@ def test_manifest_train_eval_predict(synthetic_pills, tmp_path: Path) -> None:
         "64",
         "--coreset-ratio",
         "0.2",
+        "--no-search",
         "--device",
         "cpu",
     )
