@@ -216,6 +216,8 @@ def _search(
             n_eval=opts.n_eval,
             n_final=len(fit_items),
             backbones=opts.backbones,
+            layer_sets=opts.layer_sets,
+            ratios=opts.ratios,
             progress=progress,
         )
     except ValueError as exc:
