@@ -104,16 +104,14 @@ def _round8(x: float) -> int:
 
 def input_sizes(frame_hw: tuple[int, int]) -> list[tuple[int, int]]:
     """Square 112 px (today's default) and, for frames far from square, their aspect at 112 px
-    across; square frames also try 160 px."""
+    across. Larger square inputs are left out: on both products the defaults were swept on,
+    160 px scored lower than 112 px (README) at twice the cost per frame."""
     h, w = frame_hw
     aspect = h / w
     sizes = [(112, 112)]
-    if max(aspect, 1 / aspect) < 1.3:
-        sizes.append((160, 160))
-    else:
+    if max(aspect, 1 / aspect) >= 1.3:
         short = 112
-        hw = (_round8(short * aspect), short) if aspect > 1 else (short, _round8(short / aspect))
-        sizes.append(hw)
+        sizes.append((_round8(short * aspect), short) if aspect > 1 else (short, _round8(short / aspect)))
     return sizes
 
 
@@ -158,7 +156,7 @@ def select_config(
     n_fit: int = 40,
     n_eval: int = 12,
     n_final: int | None = None,
-    tolerance: float = 0.005,
+    tolerance: float = 0.01,
     backbones: Sequence[str] = BACKBONES,
     layer_sets: Sequence[tuple[tuple[str, ...], int]] = LAYER_SETS,
     ratios: Sequence[float] = CORESET_RATIOS,

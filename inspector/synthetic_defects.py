@@ -19,6 +19,9 @@ import cv2
 import numpy as np
 
 KINDS = ("cutpaste", "scar", "speck", "blend")
+# Each defect is blended into the image at a strength drawn from this range: defects far above
+# the detection limit are found by every configuration and do not tell them apart.
+STRENGTH = (1.0, 1.0)
 
 
 def foreground(image: np.ndarray) -> np.ndarray | None:
@@ -155,6 +158,8 @@ def paste_defect(
         raise ValueError(f"unknown synthetic defect '{kind}'; choose one of {KINDS}")
     if not mask.any():  # a speck or scar drawn too thin to survive the mask threshold
         return paste_defect(image, donor, rng, "cutpaste")
+    k = rng.uniform(*STRENGTH)
+    out = image.astype(np.float32) * (1 - k) + out * k
     return np.clip(out, 0, 255).astype(np.uint8), mask, kind
 
 
