@@ -67,7 +67,7 @@ class FrameAnalyser:
             return []
         model = self.inspector.model
         thresholds = self.inspector.thresholds
-        x = to_batch(images, model.config.input_size).to(self.inspector.device)
+        x = to_batch(images, model.config.input_hw).to(self.inspector.device)
         t0 = time.perf_counter()
         res = anomaly_grad_cam(model, x, self.layer, self.head)
         per_frame_ms = (time.perf_counter() - t0) * 1000 / len(images)

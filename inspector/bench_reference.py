@@ -21,7 +21,7 @@ from torch import nn
 
 from inspector.errors import ConfigError
 
-ANOMALIB_BACKBONES = {"efficientnet_lite0": "tf_efficientnet_lite0"}
+ANOMALIB_BACKBONES = {f"efficientnet_lite{v}": f"tf_efficientnet_lite{v}" for v in (0, 1, 2)}
 INSTALL_HINT = "pip install 'inspector[bench]' (or bash scripts/install_reference.sh)"
 
 

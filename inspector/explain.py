@@ -171,7 +171,7 @@ class Explainer:
         self.head = defect_head.to(inspector.device) if defect_head is not None else None
         self.layer = layer
         # Good images: the in-distribution "off" for LIME/SHAP; without them a light blur is used.
-        size = self.model.config.input_size
+        size = self.model.config.input_hw
         self.reference = to_batch(list(reference), size).to(inspector.device) if reference else None
         self.type_gate: Any = None  # issue 16: the open-set gate ("unknown type"), set by load()
 
@@ -207,7 +207,7 @@ class Explainer:
                 f"this model has no defect classifier, so there is no {'/'.join(s.name for s in specs)}; train one "
                 "with inspector train-defects (needs labelled images of at least two defect types)"
             )
-        size = self.model.config.input_size
+        size = self.model.config.input_hw
         x = to_batch([image], size).to(self.inspector.device)
         raw: dict[str, torch.Tensor] = {}
         ms: dict[str, float] = {}
@@ -367,7 +367,7 @@ def split_defect_items(
 
 
 def _features(inspector: Inspector, items: list[ManifestItem], root: str | Path, layers: list[str]) -> torch.Tensor:
-    size = inspector.model.config.input_size
+    size = inspector.model.config.input_hw
     return extract_pooled(inspector.model, batches(load_items(items, root), size, 16), layers)
 
 

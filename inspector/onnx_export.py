@@ -41,10 +41,10 @@ class ScoreAndMap(nn.Module):
     def __init__(self, model: PatchCore) -> None:
         super().__init__()
         self.model = model
-        self.size = model.config.input_size
+        self.hw = model.config.input_hw
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m, hw = self.model, (self.size, self.size)
+        m, hw = self.model, self.hw
         # Sizes as Python constants, not traced shapes: pooling and resizing stay static ops.
         emb = m.embed_features(m.extractor(m.normalize(images)), hw)
         score, patch = m.score_embedding(emb, exact=True)
@@ -57,9 +57,9 @@ def export_onnx(model: PatchCore, path: str | Path, metadata: dict[str, Any], op
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    size = model.config.input_size
+    h, w = model.config.input_hw
     wrapper = ScoreAndMap(model.cpu().eval())
-    example = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    example = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0))
     tmp = out.with_suffix(out.suffix + ".tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
@@ -102,10 +102,11 @@ def export_model_dir(model_dir: str | Path, path: str | Path, opset: int = 18) -
         "trained_at": info.trained_at,
         "source_model_dir": info.model_dir,
         "input_size": info.input_size,
+        "input_hw": list(inspector.model.config.input_hw),
     }
     out = export_onnx(inspector.model, path, meta, opset)
-    size = info.input_size
-    return {"path": str(out), "size_mb": out.stat().st_size / 1e6, "input_shape": f"(B, 3, {size}, {size})"}
+    h, w = inspector.model.config.input_hw
+    return {"path": str(out), "size_mb": out.stat().st_size / 1e6, "input_shape": f"(B, 3, {h}, {w})"}
 
 
 class OnnxInspector:
@@ -136,6 +137,9 @@ class OnnxInspector:
         try:
             self.thresholds = Thresholds.from_json(meta["thresholds"])
             self.input_size = int(meta["input_size"])
+            # Files from before non-square inputs carry only the square size.
+            hw = meta.get("input_hw") or [self.input_size, self.input_size]
+            self.input_hw = (int(hw[0]), int(hw[1]))
             config = dict(meta["config"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{p} has incomplete inspector metadata: {exc}") from None
@@ -161,7 +165,7 @@ class OnnxInspector:
         """Scores RGB uint8 frames as ``Inspector.inspect_images`` does, through ONNX Runtime."""
         return inspect_batch(
             images,
-            self.input_size,
+            self.input_hw,
             lambda batch: self.predict(batch.numpy()),
             self.thresholds,
             sources,

@@ -62,7 +62,7 @@ ScoreFn = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
 
 def inspect_batch(
     images: Sequence[np.ndarray],
-    input_size: int,
+    input_size: int | tuple[int, int],
     score_fn: ScoreFn,
     thresholds: Thresholds,
     sources: Sequence[str] | None = None,
@@ -165,7 +165,7 @@ class Inspector:
         where known) keeps its score and map but gets the OOD verdict and the reason.
         """
         results = inspect_batch(
-            images, self.model.config.input_size, self._score_maps, self.thresholds, sources, start_index
+            images, self.model.config.input_hw, self._score_maps, self.thresholds, sources, start_index
         )
         return self.mark_out_of_domain(results, formats)
 

@@ -11,15 +11,17 @@ import torch
 from inspector.errors import ConfigError
 
 
-def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
-    """Square resize; area averaging when shrinking keeps fine defects from aliasing away."""
+def resize_rgb(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize to ``size`` (square) or (height, width); area averaging when shrinking keeps fine
+    defects from aliasing away."""
+    out_h, out_w = (size, size) if isinstance(size, int) else size
     h, w = image.shape[:2]
-    interp = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
+    interp = cv2.INTER_AREA if h > out_h and w > out_w else cv2.INTER_LINEAR
+    return cv2.resize(image, (out_w, out_h), interpolation=interp)
 
 
-def to_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """(B, 3, size, size) float tensor in [0, 1]."""
+def to_batch(images: Sequence[np.ndarray], size: int | tuple[int, int]) -> torch.Tensor:
+    """(B, 3, H, W) float tensor in [0, 1]; ``size`` is H = W or (H, W)."""
     arr = np.stack([resize_rgb(im, size) for im in images]).astype(np.float32) / 255.0
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from models.backbones import BackboneError
 from models.patchcore import PatchCore, PatchCoreConfig, save_patchcore
 from models.patchcore.leave_one_out import leave_one_out_scores
 
+if TYPE_CHECKING:
+    from inspector.autoconfig import SearchOptions, Selection
+
 Progress = Callable[[str, int, int], None]
 CALIBRATIONS = ("leave-one-out", "holdout")
 
@@ -44,6 +47,7 @@ class TrainResult:
     n_calibration: int
     memory_bank_shape: tuple[int, ...]
     warnings: tuple[str, ...] = ()
+    selection: Selection | None = None
 
     @property
     def frr(self) -> FrrStatement | None:
@@ -79,12 +83,14 @@ def check_items(items: Sequence[ManifestItem], root: str | Path, progress: Progr
         progress("checking files", len(items), len(items))
 
 
-def batches(images: Sequence[np.ndarray], size: int, batch_size: int) -> Iterator[torch.Tensor]:
+def batches(images: Sequence[np.ndarray], size: int | tuple[int, int], batch_size: int) -> Iterator[torch.Tensor]:
     for i in range(0, len(images), batch_size):
         yield to_batch(images[i : i + batch_size], size)
 
 
-def item_batches(items: Sequence[ManifestItem], root: str | Path, size: int, batch_size: int) -> Iterator[torch.Tensor]:
+def item_batches(
+    items: Sequence[ManifestItem], root: str | Path, size: int | tuple[int, int], batch_size: int
+) -> Iterator[torch.Tensor]:
     """Decodes and resizes a batch at a time, so 10,000 training images are never all in memory.
 
     Checksums are left to ``check_items``, run once before: a bad file then stops training
@@ -132,10 +138,15 @@ def train(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     trained_by: str | None = None,
+    search: SearchOptions | None = None,
 ) -> TrainResult:
     """Fits, calibrates and saves a model; returns where and how it went.
 
     ``holdout_share`` is used only with ``calibration="holdout"``.
+
+    With ``search``, the settings are chosen first from the good training images that fit the
+    bank (``inspector.autoconfig``; never the calibration or test images), starting from
+    ``config``'s other settings; the choice and every candidate's figures go into model.json.
     """
     config = config or PatchCoreConfig()
     if calibration not in CALIBRATIONS:
@@ -153,6 +164,9 @@ def train(
     fit_items, hold_items = (good, []) if holdout else split_holdout(good, holdout_share, config.seed)
     calibration_items = val if labelled_val else hold_items
     check_items([*fit_items, *calibration_items], root, progress)
+    selection = None
+    if search is not None:
+        config, selection = _search(fit_items, root, config, search, progress)
     torch.manual_seed(config.seed)
     try:
         model = PatchCore(config).to(dev)
@@ -162,7 +176,7 @@ def train(
     tic = time.perf_counter()
     n_batches = (len(fit_items) + batch_size - 1) // batch_size
     model.fit(
-        item_batches(fit_items, root, config.input_size, batch_size),
+        item_batches(fit_items, root, config.input_hw, batch_size),
         total_batches=n_batches,
         progress=progress,
         should_stop=should_stop,
@@ -171,20 +185,20 @@ def train(
     tic_cal = time.perf_counter()
     top: list[tuple[str, float]] = []
     if labelled_val:
-        scores, maps = score_batches(model, item_batches(val, root, config.input_size, batch_size))
+        scores, maps = score_batches(model, item_batches(val, root, config.input_hw, batch_size))
         labels = np.array([it.is_anomalous for it in val], dtype=int)
         thresholds = calibrate_labelled(scores, labels, maps[labels == 0])
         n_cal = len(val)
     elif loo:
         # The same images in the same order as fit, so image n is bank_source n.
-        loo_scores, loo_maps = leave_one_out_scores(model, item_batches(fit_items, root, config.input_size, batch_size))
+        loo_scores, loo_maps = leave_one_out_scores(model, item_batches(fit_items, root, config.input_hw, batch_size))
         scores, maps = loo_scores.numpy().astype(np.float64), loo_maps.numpy()
         thresholds = calibrate_good_only(scores, maps, target_frr)
         n_cal = len(fit_items)
         # The good images that look least like the others: worth a look before trusting them.
         top = [(fit_items[i].path, round(float(scores[i]), 4)) for i in np.argsort(scores)[::-1][:3]]
     elif hold_items:
-        scores, maps = score_batches(model, item_batches(hold_items, root, config.input_size, batch_size))
+        scores, maps = score_batches(model, item_batches(hold_items, root, config.input_hw, batch_size))
         thresholds = calibrate_good_only(scores, maps, target_frr)
         n_cal = len(hold_items)
     else:
@@ -212,8 +226,48 @@ def train(
         "highest_good_scores": top,
         "domain": domain.to_json(),
         "python": platform.python_version(),
+        "settings_search": selection.to_json() if selection is not None else {"chosen_by": "given settings"},
     }
     out = save_patchcore(model, out_dir, meta)
     return TrainResult(
-        out, thresholds, fit_s, len(fit_items), n_cal, tuple(model.memory_bank.shape), (warning,) if warning else ()
+        out,
+        thresholds,
+        fit_s,
+        len(fit_items),
+        n_cal,
+        tuple(model.memory_bank.shape),
+        (warning,) if warning else (),
+        selection,
     )
+
+
+def _search(
+    fit_items: list[ManifestItem],
+    root: str | Path,
+    base: PatchCoreConfig,
+    opts: SearchOptions,
+    progress: Progress | None,
+) -> tuple[PatchCoreConfig, Selection]:
+    """Chooses settings on a seeded sample of the bank's own good images (decoded only those)."""
+    from inspector.autoconfig import select_config
+
+    n = min(len(fit_items), opts.sample_size())
+    pick = sorted(np.random.default_rng(base.seed + 1).permutation(len(fit_items))[:n].tolist())
+    images = load_items([fit_items[i] for i in pick], root, check_sha=False)
+    try:
+        return select_config(
+            images,
+            base=base,
+            pinned=opts.pinned,
+            budget_ms=opts.budget_ms,
+            allow_over_budget=opts.allow_over_budget,
+            n_fit=opts.n_fit,
+            n_eval=opts.n_eval,
+            n_final=len(fit_items),
+            backbones=opts.backbones,
+            layer_sets=opts.layer_sets,
+            ratios=opts.ratios,
+            progress=progress,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

