@@ -18,7 +18,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from inspector.candidate_scoring import (
     Scored,
 )
 from models.patchcore import PatchCoreConfig
+
+if TYPE_CHECKING:
+    from inspector.manifest import Manifest
 
 __all__ = ["DEFAULT_BUDGET_MS", "Candidate", "CandidateScorer", "Scored", "Selection", "SearchOptions", "select_config"]
 
@@ -113,6 +117,28 @@ def input_sizes(frame_hw: tuple[int, int]) -> list[tuple[int, int]]:
         short = 112
         sizes.append((_round8(short * aspect), short) if aspect > 1 else (short, _round8(short / aspect)))
     return sizes
+
+
+def default_input_hw(manifest: Manifest, root: str | Path) -> tuple[int | None, int | None]:
+    """The input size without a search: 112 px across, with the aspect of the first good training
+    frame kept when it is elongated (``input_sizes``); (None, None) for square-ish frames.
+
+    Only the file's header is read. The rule is geometric, not tuned on any test split.
+    """
+    from PIL import Image
+
+    from inspector.manifest import require_training_items, resolve
+
+    first = require_training_items(manifest)[0]
+    try:
+        with Image.open(resolve(root, first.path)) as im:
+            w, h = im.size
+    except OSError:
+        return None, None  # training reports the unreadable file with its own clear message
+    hw = input_sizes((h, w))[-1]
+    if hw == (112, 112):
+        return None, None
+    return hw
 
 
 @dataclass

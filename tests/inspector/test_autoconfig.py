@@ -134,3 +134,16 @@ def test_foreground_finds_the_pill_not_a_full_texture() -> None:
     assert fg is not None and 0.1 < fg.mean() < 0.6 and fg[48, 48]
     surface = make_sample("surface", 0, None, size=96).image
     assert foreground(surface) is None
+
+
+def test_without_search_elongated_frames_keep_their_aspect(tmp_path) -> None:
+    from PIL import Image
+
+    from inspector.autoconfig import default_input_hw, input_sizes
+    from inspector.manifest import Manifest, ManifestItem
+
+    assert input_sizes((627, 250))[-1] == (280, 112)  # ksdd's portrait commutators, 112 px across
+    for name, (w, h), expected in (("tall.png", (250, 627), (280, 112)), ("square.png", (225, 225), (None, None))):
+        Image.new("RGB", (w, h)).save(tmp_path / name)
+        item = ManifestItem(path=name, label="normal", split="train", sha256="0" * 64)
+        assert default_input_hw(Manifest(name, [item]), tmp_path) == expected
