@@ -25,7 +25,7 @@ from inspector.audit import AuditStore  # noqa: E402
 from ui.app import DemoSetupDialog, InspectorWindow, create_app  # noqa: E402
 from ui.login_dialog import LoginDialog  # noqa: E402
 
-AGREE = {"OK": "accept", "REVIEW": "accept", "DEFECT": "reject"}
+AGREE = {"OK": "accept", "REVIEW": "accept", "DEFECT": "reject", "OOD": "reject"}
 
 
 def pump(ms: int = 300) -> None:
