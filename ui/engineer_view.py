@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QSlider,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -76,8 +77,13 @@ class EngineerWidget(QWidget):
         grid = QGridLayout(self)
         grid.addWidget(self._data_box(), 0, 0)
         grid.addWidget(self._models_box(), 0, 1)
-        grid.addWidget(self._eval_box(), 1, 0, 1, 2)
-        grid.addWidget(FeedbackQueueWidget(session), 2, 0, 1, 2)  # issue 16
+        # Evaluation and the feedback queue share the lower half as tabs: stacked, the queue left
+        # the evaluation plots no height at 1280x800.
+        self.lower_tabs = QTabWidget()
+        self.lower_tabs.addTab(self._eval_box(), "Evaluation and threshold")
+        self.feedback_queue = FeedbackQueueWidget(session)
+        self.lower_tabs.addTab(self.feedback_queue, "Feedback queue")
+        grid.addWidget(self.lower_tabs, 1, 0, 1, 2)
         grid.setRowStretch(1, 1)
         grid.setColumnStretch(0, 2)
         grid.setColumnStretch(1, 3)
