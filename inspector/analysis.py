@@ -44,13 +44,17 @@ class FrameAnalyser:
         self.inspector = inspector
         self.head = defect_head.to(inspector.device) if defect_head is not None else None
         self.layer = layer
+        self.type_gate: Any = None  # the open-set gate ("unknown type"), set by load()
 
     @classmethod
     def load(cls, inspector: Inspector, layer: str | None = None) -> FrameAnalyser:
-        """An analyser with the defect head saved next to the model, where there is one."""
+        """An analyser with the defect head and type gate saved next to the model, where there are."""
+        from inspector.defect_types import load_type_gate
         from inspector.explain import load_defect_head
 
-        return cls(inspector, load_defect_head(inspector), layer)
+        analyser = cls(inspector, load_defect_head(inspector), layer)
+        analyser.type_gate = load_type_gate(inspector.info.model_dir)
+        return analyser
 
     def analyse(
         self,
@@ -69,7 +73,9 @@ class FrameAnalyser:
         thresholds = self.inspector.thresholds
         x = to_batch(images, model.config.input_hw).to(self.inspector.device)
         t0 = time.perf_counter()
-        res = anomaly_grad_cam(model, x, self.layer, self.head)
+        # The gate reads the same pooled features as Explainer: the head's stages, else the model's.
+        gate_layers = (self.head.layers if self.head else model.config.layers) if self.type_gate else None
+        res = anomaly_grad_cam(model, x, self.layer, self.head, gate_layers)
         per_frame_ms = (time.perf_counter() - t0) * 1000 / len(images)
         scores = res.score.float().cpu().numpy()
         results = to_results(
@@ -90,6 +96,11 @@ class FrameAnalyser:
                 if r.verdict != "OK":  # the head only knows defect types: on an OK part it would mislead
                     kind = self.head.classes[int(probs[i].argmax())]
                     p_kind = p_all[kind]
+            if self.type_gate is not None and res.pooled is not None and r.verdict != "OK":
+                logits = res.defect_logits[i : i + 1].float().cpu() if res.defect_logits is not None else None
+                classes = self.head.classes if self.head is not None else ()
+                kind = self.type_gate.decide(res.pooled[i : i + 1].float().cpu(), logits, classes)[0].name
+                p_kind = p_all.get(kind)  # none for "unknown type" or a type only the gate knows
             e = Explanation(
                 r.score, r.threshold, r.verdict, {"anomaly": r.anomaly_map, "gradcam": unit},
                 {"anomaly+gradcam": per_frame_ms}, thresholds.map_low, agreement(r.anomaly_map, unit),

@@ -13,6 +13,7 @@ costs one backward pass on top of inference, as the issue asks.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,12 +45,16 @@ def stage_module(model: PatchCore, layer: str | None = None) -> nn.Module:
 class ScoreTarget:
     """images -> image anomaly score (B,); remembers the pass's patch scores and defect logits."""
 
-    def __init__(self, model: PatchCore, head: DefectHead | None = None) -> None:
+    def __init__(
+        self, model: PatchCore, head: DefectHead | None = None, pooled_layers: Sequence[str] | None = None
+    ) -> None:
         self.model = model
         self.head = head
+        self.pooled_layers = list(pooled_layers) if pooled_layers else None
         self.score: torch.Tensor | None = None
         self.patch_scores: torch.Tensor | None = None
         self.defect_logits: torch.Tensor | None = None
+        self.pooled: torch.Tensor | None = None  # pooled features of ``pooled_layers``, for a type gate
         self.forward_ms = 0.0  # so callers can tell inference from Grad-CAM's extra cost
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -60,6 +65,8 @@ class ScoreTarget:
         self.score, self.patch_scores = score.detach(), patch.detach()
         if self.head is not None:
             self.defect_logits = self.head(pooled_features(feats, self.head.layers)).detach()
+        if self.pooled_layers:
+            self.pooled = pooled_features(feats, self.pooled_layers).detach()
         self.forward_ms += (time.perf_counter() - t0) * 1000
         return score
 
@@ -97,19 +104,25 @@ class ScoreCam:
     anomaly_map: torch.Tensor  # (B, H, W), PatchCore's map at the input size
     defect_logits: torch.Tensor | None  # (B, K) where a defect head was given
     forward_ms: float  # time of the forward pass alone; the rest of the call is Grad-CAM's cost
+    pooled: torch.Tensor | None = None  # (B, F) pooled features where ``pooled_layers`` were asked
 
 
 def anomaly_grad_cam(
-    model: PatchCore, images: torch.Tensor, layer: str | None = None, head: DefectHead | None = None
+    model: PatchCore,
+    images: torch.Tensor,
+    layer: str | None = None,
+    head: DefectHead | None = None,
+    pooled_layers: Sequence[str] | None = None,
 ) -> ScoreCam:
-    """Grad-CAM of the anomaly score, with the anomaly map and score of the same forward pass."""
-    target = ScoreTarget(model, head)
+    """Grad-CAM of the anomaly score, with the anomaly map, score (and, on request, pooled
+    features for a defect-type gate) of the same forward pass."""
+    target = ScoreTarget(model, head, pooled_layers)
     images = images.to(model.mean.device)
     cam = layer_grad_cam(target, stage_module(model, layer), images)
     if target.score is None or target.patch_scores is None:  # pragma: no cover - Captum always runs it
         raise RuntimeError("Grad-CAM ran no forward pass")
     amap = anomaly_map(target.patch_scores, (images.shape[-2], images.shape[-1]), model.config.sigma)
-    return ScoreCam(cam, target.score, amap, target.defect_logits, target.forward_ms)
+    return ScoreCam(cam, target.score, amap, target.defect_logits, target.forward_ms, target.pooled)
 
 
 def defect_grad_cam(

@@ -32,6 +32,13 @@ def test_a_pending_type_is_never_named(examples, trained_tiny, tmp_path: Path) -
     chips = [it for it in manifest.items if it.defect == "chip"]
     names = [d.name for d in classify(Inspector.load(v, "cpu"), load_items(chips, root))]
     assert "chip" not in names and set(names) <= {"dirt", "unknown type"}
+    # The station's one-pass analyser applies the same gate as classify() and Explainer.
+    from inspector.analysis import FrameAnalyser
+
+    analyser = FrameAnalyser.load(Inspector.load(v, "cpu"))
+    assert analyser.type_gate is not None
+    judged = [a for a in analyser.analyse(load_items(chips, root)) if a.result.verdict != "OK"]
+    assert judged and all(a.extras["defect_type"] in {"dirt", "unknown type"} for a in judged)
     with pytest.raises(ConfigError, match="not empty"):
         train_types(trained_tiny, v, few)
 
