@@ -24,7 +24,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from inspector.errors import ConfigError, ModelError
-from inspector.explain import HEAD_JSON, HEAD_TENSORS, load_defect_head, save_defect_head
+from inspector.explain import (
+    HEAD_JSON,
+    HEAD_TENSORS,
+    check_sidecar_tensors,
+    load_defect_head,
+    read_sidecar_json,
+    save_defect_head,
+)
 from inspector.images import sha256_file
 from inspector.pipeline import Inspector
 from inspector.training import batches
@@ -120,16 +127,10 @@ def load_type_gate(model_dir: str | Path) -> TypeGate | None:
     """The model's type gate, or None where it has none. Never unpickles; checks hashes."""
     d = Path(model_dir)
     jpath, tpath = d / GATE_JSON, d / GATE_TENSORS
-    if not jpath.exists():
+    doc = read_sidecar_json(jpath, GATE_FORMAT, "an inspector type gate")
+    if doc is None:
         return None
-    try:
-        doc = json.loads(jpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise ModelError(f"{jpath} is corrupt or unreadable: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != GATE_FORMAT:
-        raise ModelError(f"{jpath} is not an inspector type gate")
-    if not tpath.is_file() or sha256_file(tpath) != doc.get("tensors_sha256"):
-        raise ModelError(f"{tpath} is missing or does not match its recorded sha256")
+    check_sidecar_tensors(tpath, doc)
     try:
         return TypeGate.from_saved(doc, load_file(str(tpath)))
     except (SafetensorError, KeyError, ValueError, TypeError) as exc:

@@ -292,6 +292,26 @@ def save_defect_head(head: DefectHead, model_dir: str | Path, bank_sha256: str, 
     return d / HEAD_JSON
 
 
+def read_sidecar_json(jpath: Path, fmt: str, what: str) -> dict[str, Any] | None:
+    """The JSON half of a file pair saved next to a model (names; tensors in safetensors), or
+    None where there is none; a corrupt or foreign file is a ModelError naming it."""
+    if not jpath.exists():
+        return None
+    try:
+        doc = json.loads(jpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ModelError(f"{jpath} is corrupt or unreadable: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise ModelError(f"{jpath} is not {what}")
+    return doc
+
+
+def check_sidecar_tensors(tpath: Path, doc: dict[str, Any]) -> None:
+    """The tensors file exists and matches the sha256 its JSON recorded."""
+    if not tpath.is_file() or sha256_file(tpath) != doc.get("tensors_sha256"):
+        raise ModelError(f"{tpath} is missing or does not match its recorded sha256")
+
+
 def load_defect_head(inspector: Inspector) -> DefectHead | None:
     """The model's defect head, or None where it has none. Never unpickles.
 
@@ -300,18 +320,12 @@ def load_defect_head(inspector: Inspector) -> DefectHead | None:
     """
     d = Path(inspector.info.model_dir)
     jpath, tpath = d / HEAD_JSON, d / HEAD_TENSORS
-    if not jpath.exists():
+    doc = read_sidecar_json(jpath, HEAD_FORMAT, "an inspector defect classifier")
+    if doc is None:
         return None
-    try:
-        doc = json.loads(jpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise ModelError(f"{jpath} is corrupt or unreadable: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != HEAD_FORMAT:
-        raise ModelError(f"{jpath} is not an inspector defect classifier")
     if doc.get("model_memory_bank_sha256") != inspector.info.weights_sha256:
         raise ModelError(f"{jpath} was trained for another model; retrain it with inspector train-defects")
-    if not tpath.is_file() or sha256_file(tpath) != doc.get("tensors_sha256"):
-        raise ModelError(f"{tpath} is missing or does not match its recorded sha256")
+    check_sidecar_tensors(tpath, doc)
     try:
         return DefectHead.from_tensors(doc["classes"], doc["layers"], load_file(str(tpath)))
     except (SafetensorError, KeyError, ValueError, RuntimeError) as exc:

@@ -107,6 +107,31 @@ def register(method: Method) -> Method:
     return method
 
 
+def register_score_and_defect(
+    name: str,
+    title: str,
+    run: Callable[[MethodContext, Target], torch.Tensor],
+    *,
+    cost: str,
+    reference: str,
+) -> None:
+    """Registers a method twice: ``name`` of the anomaly score and ``defect-name`` of the defect type.
+
+    ``title`` holds ``{what}``, filled with "the score" or "the defect type".
+    """
+    for target, full_name, what in (("score", name, "the score"), ("defect", f"defect-{name}", "the defect type")):
+        register(
+            Method(
+                full_name,
+                title.format(what=what),
+                lambda ctx, t=target: run(ctx, t),  # type: ignore[misc]
+                target=target,  # type: ignore[arg-type]
+                cost=cost,
+                reference=reference,
+            )
+        )
+
+
 def _load() -> None:
     """Imports every method file in this package once (each registers itself)."""
     global _loaded

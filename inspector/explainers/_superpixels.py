@@ -8,11 +8,16 @@ tends to be its own superpixel, which is what LIME's "switch a region off" needs
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from skimage.segmentation import slic
 
-from inspector.explainers import MethodContext
+from inspector.explainers import MethodContext, Target
+from models.explain.perturbation import superpixel_attribution
+
+SAMPLES = 96  # perturbed frames per explanation (``samples`` setting)
 
 
 def superpixels(ctx: MethodContext) -> torch.Tensor:
@@ -22,3 +27,20 @@ def superpixels(ctx: MethodContext) -> torch.Tensor:
         seg = slic(ctx.image_uint8(), n_segments=n, compactness=10.0, start_label=0, channel_axis=-1)
         ctx.cache["superpixels"] = torch.from_numpy(np.ascontiguousarray(seg).astype(np.int64))
     return ctx.cache["superpixels"]
+
+
+def superpixel_method(method: str) -> Callable[[MethodContext, Target], torch.Tensor]:
+    """LIME or KernelSHAP (``method``) of a target: superpixels switched to the good reference."""
+
+    def run(ctx: MethodContext, target: Target) -> torch.Tensor:
+        return superpixel_attribution(
+            ctx.forward(target),
+            ctx.x,
+            superpixels(ctx),
+            ctx.baseline(),
+            method=method,
+            n_samples=int(ctx.setting("samples", SAMPLES)),
+            target=ctx.class_target(target),
+        )[0]
+
+    return run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from inspector.explainers import Method, MethodContext, Target, register
+from inspector.explainers import MethodContext, Target, register_score_and_defect
 from models.explain.deep_taylor import DeepTaylorNet, deep_taylor_map
 
 
@@ -18,17 +18,10 @@ def _run(ctx: MethodContext, target: Target) -> torch.Tensor:
     )[0]
 
 
-for _target, _name, _title in (
-    ("score", "deeptaylor", "Deep Taylor (LRP z+) of the score"),
-    ("defect", "defect-deeptaylor", "Deep Taylor (LRP z+) of the defect type"),
-):
-    register(
-        Method(
-            _name,
-            _title,
-            lambda ctx, t=_target: _run(ctx, t),
-            target=_target,  # type: ignore[arg-type]
-            cost="2 forward + 1 backward pass",
-            reference="Montavon et al., 2017; Captum LRP with Alpha1_Beta0 (z+) rules",
-        )
-    )
+register_score_and_defect(
+    "deeptaylor",
+    "Deep Taylor (LRP z+) of {what}",
+    _run,
+    cost="2 forward + 1 backward pass",
+    reference="Montavon et al., 2017; Captum LRP with Alpha1_Beta0 (z+) rules",
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from inspector.explainers import Method, MethodContext, Target, register
+from inspector.explainers import MethodContext, Target, register_score_and_defect
 from models.explain.gradient_shap import gradient_shap_map
 
 SAMPLES = 16
@@ -22,17 +22,10 @@ def _run(ctx: MethodContext, target: Target) -> torch.Tensor:
     )[0]
 
 
-for _target, _name, _title in (
-    ("score", "gradientshap", "GradientSHAP of the score"),
-    ("defect", "defect-gradientshap", "GradientSHAP of the defect type"),
-):
-    register(
-        Method(
-            _name,
-            _title,
-            lambda ctx, t=_target: _run(ctx, t),
-            target=_target,  # type: ignore[arg-type]
-            cost=f"{SAMPLES} forward + backward passes",
-            reference="Lundberg & Lee, 2017; Captum GradientShap",
-        )
-    )
+register_score_and_defect(
+    "gradientshap",
+    "GradientSHAP of {what}",
+    _run,
+    cost=f"{SAMPLES} forward + backward passes",
+    reference="Lundberg & Lee, 2017; Captum GradientShap",
+)

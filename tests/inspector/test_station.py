@@ -18,15 +18,8 @@ from inspector.station import ReasonRequired, Station
 
 
 @pytest.fixture()
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("INSPECTOR_ARGON2_FAST", "1")
-    s = AuditStore.open(tmp_path / "audit.db")
-    s.add_user(None, "root", "Root", "admin", "root-pass")
-    admin = s.authenticate("root", "root-pass")
-    s.add_user(admin, "eng", "Eng", "engineer", "eng-pass")
-    s.add_user(admin, "ana", "Ana", "operator", "ana-pass")
-    yield s
-    s.close()
+def store(station_store):  # tests/inspector/conftest.py
+    return station_store
 
 
 @pytest.fixture()
