@@ -120,31 +120,20 @@ def _torchvision_builder(arch: str) -> Callable[[str | None, bool], nn.Module]:
     return build
 
 
+def _efficientnet_lite_spec(k: int) -> BackboneSpec:
+    """efficientnet-lite0/1/2 share stages, strides and input statistics; only the weights differ."""
+    return BackboneSpec(
+        f"efficientnet_lite{k}",
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        ("pixels", "blocks.2", "blocks.3"),
+        {"pixels": 1, "blocks.0": 2, "blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16},
+        _efficientnet_lite_builder(k),
+    )
+
+
 BACKBONES: dict[str, BackboneSpec] = {
-    "efficientnet_lite0": BackboneSpec(
-        "efficientnet_lite0",
-        (0.5, 0.5, 0.5),
-        (0.5, 0.5, 0.5),
-        ("pixels", "blocks.2", "blocks.3"),
-        {"pixels": 1, "blocks.0": 2, "blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16},
-        _efficientnet_lite_builder(0),
-    ),
-    "efficientnet_lite1": BackboneSpec(
-        "efficientnet_lite1",
-        (0.5, 0.5, 0.5),
-        (0.5, 0.5, 0.5),
-        ("pixels", "blocks.2", "blocks.3"),
-        {"pixels": 1, "blocks.0": 2, "blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16},
-        _efficientnet_lite_builder(1),
-    ),
-    "efficientnet_lite2": BackboneSpec(
-        "efficientnet_lite2",
-        (0.5, 0.5, 0.5),
-        (0.5, 0.5, 0.5),
-        ("pixels", "blocks.2", "blocks.3"),
-        {"pixels": 1, "blocks.0": 2, "blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16},
-        _efficientnet_lite_builder(2),
-    ),
+    **{f"efficientnet_lite{k}": _efficientnet_lite_spec(k) for k in (0, 1, 2)},
     "resnet18": BackboneSpec(
         "resnet18",
         IMAGENET_MEAN,
