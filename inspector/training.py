@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from inspector.calibration import DEFAULT_TARGET_FRR, Thresholds, calibrate_good_only, calibrate_labelled
+from inspector.calibration import (
+    DEFAULT_RULE,
+    DEFAULT_TARGET_FRR,
+    Thresholds,
+    calibrate_good_only,
+    calibrate_labelled,
+    suspect_scores,
+)
 from inspector.domain import profile_items
 from inspector.errors import ConfigError, ImageError, ManifestError
 from inspector.frr import FrrStatement
@@ -133,6 +140,7 @@ def train(
     device: str = "auto",
     holdout_share: float = 0.1,
     target_frr: float = DEFAULT_TARGET_FRR,
+    threshold_rule: str = DEFAULT_RULE,
     calibration: str = "leave-one-out",
     batch_size: int = 16,
     progress: Progress | None = None,
@@ -142,7 +150,8 @@ def train(
 ) -> TrainResult:
     """Fits, calibrates and saves a model; returns where and how it went.
 
-    ``holdout_share`` is used only with ``calibration="holdout"``.
+    ``holdout_share`` is used only with ``calibration="holdout"``. ``threshold_rule`` is how a
+    good-only threshold is read from the scores (``inspector.calibration.RULES``).
 
     With ``search``, the settings are chosen first from the good training images that fit the
     bank (``inspector.autoconfig``; never the calibration or test images), starting from
@@ -184,6 +193,7 @@ def train(
     fit_s = time.perf_counter() - tic
     tic_cal = time.perf_counter()
     top: list[tuple[str, float]] = []
+    suspects: list[tuple[str, float]] = []
     if labelled_val:
         scores, maps = score_batches(model, item_batches(val, root, config.input_hw, batch_size))
         labels = np.array([it.is_anomalous for it in val], dtype=int)
@@ -193,13 +203,14 @@ def train(
         # The same images in the same order as fit, so image n is bank_source n.
         loo_scores, loo_maps = leave_one_out_scores(model, item_batches(fit_items, root, config.input_hw, batch_size))
         scores, maps = loo_scores.numpy().astype(np.float64), loo_maps.numpy()
-        thresholds = calibrate_good_only(scores, maps, target_frr)
+        thresholds = calibrate_good_only(scores, maps, target_frr, rule=threshold_rule)
         n_cal = len(fit_items)
         # The good images that look least like the others: worth a look before trusting them.
         top = [(fit_items[i].path, round(float(scores[i]), 4)) for i in np.argsort(scores)[::-1][:3]]
+        suspects = [(fit_items[i].path, round(float(scores[i]), 4)) for i in suspect_scores(scores)]
     elif hold_items:
         scores, maps = score_batches(model, item_batches(hold_items, root, config.input_hw, batch_size))
-        thresholds = calibrate_good_only(scores, maps, target_frr)
+        thresholds = calibrate_good_only(scores, maps, target_frr, rule=threshold_rule)
         n_cal = len(hold_items)
     else:
         raise ConfigError("no calibration images: use a held-out share > 0 or a validation split")
@@ -209,6 +220,12 @@ def train(
     statement = FrrStatement(**thresholds.frr) if thresholds.frr else None  # type: ignore[arg-type]
     domain = profile_items(good, root)  # what a frame must look like to get a verdict (inspector.domain)
     warning = statement.warning(thresholds.target_frr) if statement else None
+    warnings = [warning] if warning else []
+    if suspects:
+        warnings.append(
+            "good training images scoring far above the tail of the others (a defect labelled good?): "
+            + ", ".join(f"{path} ({score:g})" for path, score in suspects)
+        )
     meta: dict[str, Any] = {
         "thresholds": thresholds.to_json(),
         "manifest_name": manifest.name,
@@ -221,9 +238,10 @@ def train(
         "trained_by": trained_by,
         "calibration": "F1 on validation" if labelled_val else calibration,
         "calibration_scores": [float(s) for s in scores],
-        "calibration_warnings": [warning] if warning else [],
+        "calibration_warnings": warnings,
         "calibration_seconds": round(cal_s, 3),
         "highest_good_scores": top,
+        "suspect_good_images": suspects,
         "domain": domain.to_json(),
         "python": platform.python_version(),
         "settings_search": selection.to_json() if selection is not None else {"chosen_by": "given settings"},
@@ -236,7 +254,7 @@ def train(
         len(fit_items),
         n_cal,
         tuple(model.memory_bank.shape),
-        (warning,) if warning else (),
+        tuple(warnings),
         selection,
     )
 

@@ -49,9 +49,7 @@ class BackboneChoice(click.Choice):  # type: ignore[type-arg]
     help="Local weights file (needed for resnet18 / wide_resnet50_2; never downloaded).",
 )
 @click.option("--layers", default=None, help="Pin the backbone stages, comma-separated (default: searched).")
-@click.option(
-    "--input-size", type=click.IntRange(min=32), default=None, help="Pin the input size (height) in pixels."
-)
+@click.option("--input-size", type=click.IntRange(min=32), default=None, help="Pin the input size (height) in pixels.")
 @click.option(
     "--input-width", type=click.IntRange(min=32), default=None, help="Pin a different input width (keeps aspect)."
 )
@@ -80,9 +78,16 @@ class BackboneChoice(click.Choice):  # type: ignore[type-arg]
 @click.option(
     "--target-frr",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.01,
+    default=0.02,
     show_default=True,
     help="False-reject rate the threshold aims at (good-only calibration).",
+)
+@click.option(
+    "--threshold-rule",
+    type=click.Choice(["tail", "order"]),
+    default="tail",
+    show_default=True,
+    help="Good-only threshold: an exponential fit to the good scores' upper tail, or their order statistic.",
 )
 @click.option(
     "--calibration",
@@ -113,6 +118,7 @@ def train_cmd(
     input_size: int | None,
     coreset_ratio: float | None,
     target_frr: float,
+    threshold_rule: str,
     device: str,
     seed: int,
     update_from: Path | None = None,
@@ -189,6 +195,7 @@ def train_cmd(
             config=config,
             device=device,
             target_frr=target_frr,
+            threshold_rule=threshold_rule,
             progress=bars,
             calibration=calibration,
             search=opts,

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import torch
 
 from models.patchcore.anomaly_map import anomaly_map
-from models.patchcore.model import PatchCore
+from models.patchcore.model import PatchCore, aggregate_patches
 
 _BLOCK_FLOATS = 1 << 24  # 64 MB of fp32 distances per block, whatever the bank's size
 
@@ -61,8 +61,9 @@ def _masked_nearest(
 def score_excluding(model: PatchCore, emb: torch.Tensor, image_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Image scores (B,) and patch scores (B, h, w), image b searched without the rows of ``image_ids[b]``.
 
-    The same scoring as ``PatchCore.score_embedding`` (nearest-row distance, Eq. 7 reweighting
-    with the neighbourhood of m* also taken without the excluded rows), exact fp32. An id with
+    The same scoring as ``PatchCore.score_embedding`` (nearest-row distance; the mean of the
+    ``score_topk`` largest, or for 1 the Eq. 7 reweighting with the neighbourhood of m* also
+    taken without the excluded rows), exact fp32. An id with
     no rows in the bank (e.g. -1) gives the ordinary score.
     """
     if not model.is_fitted:
@@ -77,6 +78,8 @@ def score_excluding(model: PatchCore, emb: torch.Tensor, image_ids: torch.Tensor
     q = emb.permute(0, 2, 3, 1).reshape(b, h * w, c)
     dist, idx = _masked_nearest(q, ids, bank, bank_sq, source)
     patch = dist[:, :, 0]  # (B, hw)
+    if model.config.score_topk > 1:
+        return aggregate_patches(patch, model.config.score_topk), patch.view(b, h, w)
     top = patch.argmax(dim=1)
     rows = torch.arange(b, device=emb.device)
     s_star, m_star = patch[rows, top], idx[rows, top, 0]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from inspector.calibration import Thresholds, calibrate_good_only, calibrate_labelled
+from inspector.calibration import TailFit, Thresholds, calibrate_good_only, calibrate_labelled, suspect_scores
 from inspector.metrics import aupro, per_defect_auroc, pixel_auroc, rates_at
 
 
@@ -51,3 +51,46 @@ def test_few_held_out_scores_still_give_a_tail_threshold() -> None:
         frrs.append(float((population >= t.decision).mean()))
     # an empirical 99% quantile of 10 scores rejects about 9% of good parts; the tail fit stays near 1-3%
     assert np.mean(frrs) < 0.04
+
+
+def test_tail_fit_recovers_an_exponential_quantile_and_its_rate() -> None:
+    rng = np.random.default_rng(5)
+    fit = TailFit.fit(5.0 + rng.exponential(0.5, 4000))
+    assert fit.level(0.01) == pytest.approx(5.0 + 0.5 * np.log(100), rel=0.02)
+    assert fit.rate(fit.level(0.01)) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="at least 20"):
+        TailFit.fit(np.arange(10.0))
+
+
+def test_one_atypical_good_image_moves_the_tail_threshold_little() -> None:
+    """The order statistic for 1% of 100 is the largest score: one outlier 3.0 above the rest
+    moves it by 3.0. The tail rule names the outlier as suspect and fits the others; the
+    statement still counts all 100 scores."""
+    scores = np.random.default_rng(6).normal(7.8, 0.6, 100)
+    typical = scores.copy()
+    scores[0] = typical.max() + 3.0  # a defect labelled good, say
+    typical[0] = np.median(typical)
+    order = [calibrate_good_only(s, target_frr=0.01, rule="order").decision for s in (typical, scores)]
+    tail = [calibrate_good_only(s, target_frr=0.01) for s in (typical, scores)]
+    assert order[1] - order[0] > 2.9
+    assert abs(tail[1].decision - tail[0].decision) < 0.3
+    assert "tail fit" in tail[1].method and "1 suspect left out" in tail[1].method
+    assert tail[1].tail["left_out"] == 1 and tail[0].tail["left_out"] == 0
+    assert tail[1].frr["n_good"] == 100 and tail[1].frr["n_above"] == int((scores >= tail[1].decision).sum())
+    assert suspect_scores(scores) == [0] and suspect_scores(typical) == []
+    # without the exclusion the outlier would drag the fitted level up
+    assert TailFit.fit(scores).level(0.01) - tail[1].decision > 0.5
+
+
+def test_tail_rule_keeps_its_bound_on_fresh_good_parts() -> None:
+    rng = np.random.default_rng(1)
+    population = rng.gamma(4.0, 1.0, 200_000)
+    trials, covered, true_rates = 300, 0, []
+    for _ in range(trials):
+        t = calibrate_good_only(rng.choice(population, 120), target_frr=0.02)
+        true = float((population >= t.decision).mean())
+        true_rates.append(true)
+        covered += true <= t.frr["upper"]
+    assert covered / trials >= 0.92
+    # a fit of 12 scores is noisier than an order statistic: on average 2.5% for 2% here
+    assert np.mean(true_rates) <= 0.02 * 1.35

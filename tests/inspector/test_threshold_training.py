@@ -42,7 +42,7 @@ def test_every_good_image_builds_the_bank_and_calibrates(loo_model, synthetic_pi
     assert meta["n_train_images"] == meta["n_calibration_images"] == len(good) == 16
     stated = meta["thresholds"]["frr"]
     assert stated["n_good"] == 16 and stated["upper"] == pytest.approx(1 - 0.05 ** (1 / 16), rel=1e-6)
-    assert meta["calibration_warnings"] and "299 are needed" in meta["calibration_warnings"][0]
+    assert meta["calibration_warnings"] and "149 are needed" in meta["calibration_warnings"][0]  # 2% target
     model, _ = load_patchcore(loo_model)
     assert int(model.bank_source.max()) == 15  # every image's rows are traceable
     loo = np.array(meta["calibration_scores"])
@@ -79,7 +79,7 @@ def test_train_prints_the_statement_the_warning_and_the_least_typical_images(syn
     )
     assert res.exit_code == 0, res.output
     assert "false-reject rate 5.9% expected, at most 17.1% at 95% confidence, from 16 good images" in res.output
-    assert "warning: only 16 good images: 299 are needed" in res.output
+    assert "warning: only 16 good images: 149 are needed" in res.output
     assert "least typical good images: pill/good/" in res.output
 
 

@@ -35,9 +35,10 @@ def test_interval_holds_the_exact_distance() -> None:
 
 
 @needs_bf16
-def test_fast_scores_equal_exact_scores() -> None:
+@pytest.mark.parametrize("k", [1, 5])
+def test_fast_scores_equal_exact_scores(k: int) -> None:
     bank, queries = _bank_and_queries(1)
-    model = PatchCore(PatchCoreConfig(layers=("blocks.1",), input_size=64, pretrained=False))
+    model = PatchCore(PatchCoreConfig(layers=("blocks.1",), input_size=64, pretrained=False, score_topk=k))
     model.set_memory_bank(bank)
     emb = queries.view(5, 10, 10, 40).permute(0, 3, 1, 2)
     with torch.inference_mode():

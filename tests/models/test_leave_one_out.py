@@ -1,6 +1,8 @@
 """Leave-one-out scoring: the bank remembers each row's image, and excluding it changes the score."""
 
+import copy
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -53,11 +55,14 @@ def test_chunked_coreset_keeps_sources_aligned(good: torch.Tensor) -> None:
         assert torch.cdist(row[None], flat[int(s)]).min() < 1e-2
 
 
-def test_excluding_nothing_gives_the_ordinary_score(fitted: PatchCore) -> None:
+@pytest.mark.parametrize("k", [1, 3])
+def test_excluding_nothing_gives_the_ordinary_score(fitted: PatchCore, k: int) -> None:
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    model = copy.copy(fitted)  # shares the bank; only the image score's k differs
+    model.config = replace(fitted.config, score_topk=k)
     with torch.no_grad():
-        s, patch = score_excluding(fitted, fitted.embed(x), torch.full((3,), -1))
-    pred = fitted.predict(x)
+        s, patch = score_excluding(model, model.embed(x), torch.full((3,), -1))
+    pred = model.predict(x)
     assert torch.allclose(s, pred.score, rtol=1e-4, atol=1e-4)
     assert torch.allclose(patch, pred.patch_scores, rtol=1e-3, atol=1e-3)
 

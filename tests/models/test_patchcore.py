@@ -1,3 +1,6 @@
+import copy
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -37,12 +40,37 @@ def reference_image_score(model: PatchCore, x: torch.Tensor) -> torch.Tensor:
 
 def test_scores_match_the_reference_formula(fitted: PatchCore) -> None:
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    paper = copy.copy(fitted)  # shares the bank; only the score setting differs
+    paper.config = replace(fitted.config, score_topk=1)
     with torch.no_grad():
-        ref = reference_image_score(fitted, x)
-    pred = fitted.predict(x)
+        ref = reference_image_score(paper, x)
+    pred = paper.predict(x)
     assert torch.allclose(pred.score, ref, rtol=1e-4, atol=1e-4)
     assert pred.anomaly_map.shape == (3, 64, 64)
     assert pred.patch_scores.shape == (3, 8, 8)
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_topk_score_is_the_mean_of_the_k_largest_patch_distances(fitted: PatchCore, k: int) -> None:
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    model = copy.copy(fitted)
+    model.config = replace(fitted.config, score_topk=k)
+    with torch.no_grad():
+        emb = model.embed(x)
+        flat = emb.permute(0, 2, 3, 1).reshape(3, -1, emb.shape[1])
+        ref = torch.stack([torch.cdist(f, model.memory_bank).min(1).values.topk(k).values.mean() for f in flat])
+        exact, _ = model.score_embedding(emb, exact=True)
+    assert torch.allclose(model.predict(x).score, ref, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(exact, ref, rtol=1e-4, atol=1e-4)
+    # not the paper's score under another name: the mean of k is below the largest
+    assert (ref < torch.stack([torch.cdist(f, model.memory_bank).min(1).values.max() for f in flat])).all()
+
+
+def test_models_saved_before_the_setting_keep_the_papers_score() -> None:
+    d = PatchCoreConfig().to_json()
+    assert d["score_topk"] == 2
+    del d["score_topk"]
+    assert PatchCoreConfig.from_json(d).score_topk == 1
 
 
 def test_batched_equals_one_by_one(fitted: PatchCore) -> None:
