@@ -49,7 +49,9 @@ class BackboneChoice(click.Choice):  # type: ignore[type-arg]
     help="Local weights file (needed for resnet18 / wide_resnet50_2; never downloaded).",
 )
 @click.option("--layers", default=None, help="Pin the backbone stages, comma-separated (default: searched).")
-@click.option("--input-size", type=click.IntRange(min=32), default=None, help="Pin the input size (height) in pixels.")
+@click.option(
+    "--input-size", type=click.IntRange(min=32), default=None, help="Pin the input size (height) in pixels."
+)
 @click.option(
     "--input-width", type=click.IntRange(min=32), default=None, help="Pin a different input width (keeps aspect)."
 )
