@@ -67,8 +67,9 @@ def test_topk_score_is_the_mean_of_the_k_largest_patch_distances(fitted: PatchCo
 
 
 def test_models_saved_before_the_setting_keep_the_papers_score() -> None:
-    d = PatchCoreConfig().to_json()
-    assert d["score_topk"] == 2
+    d = PatchCoreConfig(score_topk=3).to_json()
+    assert d["score_topk"] == 3
+    assert PatchCoreConfig.from_json(d).score_topk == 3
     del d["score_topk"]
     assert PatchCoreConfig.from_json(d).score_topk == 1
 
