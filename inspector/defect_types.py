@@ -37,6 +37,7 @@ from inspector.pipeline import Inspector
 from inspector.training import batches
 from models.explain import extract_pooled, fit_defect_head
 from models.explain.type_gate import UNKNOWN, TypeDecision, TypeGate
+from models.patchcore.loo_state import STATE_FILE
 from models.patchcore.serialization import CONFIG_FILE, TENSOR_FILE
 
 GATE_TENSORS = "type_gate.safetensors"
@@ -60,8 +61,9 @@ def new_version_dir(src: Path, out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty; a new version never overwrites a model")
     out.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG_FILE, TENSOR_FILE):
-        shutil.copy2(src / name, out / name)
+    for name in (CONFIG_FILE, TENSOR_FILE, STATE_FILE):
+        if name != STATE_FILE or (src / name).is_file():  # kept for recalibrating later updates
+            shutil.copy2(src / name, out / name)
 
 
 def _pooled(inspector: Inspector, images: Sequence[np.ndarray]) -> torch.Tensor:
