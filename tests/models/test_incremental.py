@@ -145,3 +145,19 @@ def test_recalibration_from_kept_patches_equals_leave_one_out_on_whole_images(se
     else:  # approximate off the top patches, exact on them
         top = fresh.patch_scores.flatten(1).amax(1)
         assert torch.allclose(top, patch_truth.flatten(1).amax(1), rtol=1e-4, atol=1e-4)
+
+
+def test_kept_patches_come_with_the_same_scores_and_maps_as_leave_one_out_scores() -> None:
+    from models.patchcore.leave_one_out import leave_one_out_scores
+    from models.patchcore.loo_state import TOP_PATCHES, state_from_fit
+
+    model = PatchCore(PatchCoreConfig(**CFG))
+    model.fit([_good(4, 0), _good(4, 1)])
+    kept = model.fit_rows
+    want_scores, want_maps = leave_one_out_scores(model)
+    model.fit_rows = kept
+    fitted = state_from_fit(model)
+    assert fitted is not None and model.fit_rows is None
+    scores, maps, state = fitted
+    assert torch.equal(scores.float(), want_scores.float()) and torch.equal(maps, want_maps)
+    assert state.rows.shape == (8, TOP_PATCHES, model.memory_bank.shape[1]) and state.ids.tolist() == list(range(8))
