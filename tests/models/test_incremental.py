@@ -121,6 +121,7 @@ def test_recalibration_from_kept_patches_equals_leave_one_out_on_whole_images(se
     new = [_good(4, 2)]
     report = add_images(model, new, stats, restandardize_at=float("inf"))
     old_scores, certified = rescore(model, state)
+
     # The truth: every patch of every image (fp16-rounded, as fit keeps them), scored without its
     # own rows, against the new bank.
     def loo(batch: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
