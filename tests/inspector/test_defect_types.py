@@ -63,3 +63,23 @@ def test_enough_examples_make_a_head_that_survives_an_update(examples, trained_t
     e = explainer.explain(ex[0].image, ("anomaly",))
     assert e.defect_type in (None, "chip", "dirt", "unknown type")
     assert explainer.type_gate is not None
+
+
+def test_defect_centred_types_are_read_alike_by_classify_and_the_station(examples, trained_tiny, tmp_path) -> None:
+    root, manifest, ex = examples
+    v = tmp_path / "v-centred"
+    summary = train_types(trained_tiny, v, ex, min_examples=3, descriptor="defect-centred")
+    assert summary["descriptor"] == "defect-centred"
+    doc = json.loads((v / GATE_JSON).read_text())
+    assert doc["gate_version"] == 2 and doc["descriptor"] == "defect-centred"
+    assert json.loads((v / HEAD_JSON).read_text())["descriptor"] == "defect-centred"
+    from inspector.analysis import FrameAnalyser
+
+    images = [e.image for e in ex]
+    by_classify = [d.name for d in classify(Inspector.load(v, "cpu"), images)]
+    analysed = FrameAnalyser.load(Inspector.load(v, "cpu")).analyse(images)
+    pairs = zip(analysed, by_classify, strict=True)
+    flagged = [(a.extras["defect_type"], n) for a, n in pairs if a.extras["defect_type"]]
+    assert flagged and all(station == offline for station, offline in flagged)  # same descriptor, same pass
+    with pytest.raises(ConfigError, match="descriptor"):
+        train_types(trained_tiny, tmp_path / "v-bad", ex, descriptor="whole")
