@@ -50,6 +50,7 @@ from models.explain import (
 )
 
 DEFAULT_METHODS = ("anomaly", "gradcam")
+POOLED_HEAD_METHODS = ("defect-cam",)  # exact split of a linear head over mean/max-pooled stages
 AGREEMENT_TOP = 0.10
 HEAD_TENSORS = "defect_head.safetensors"
 HEAD_JSON = "defect_head.json"
@@ -208,11 +209,11 @@ class Explainer:
                 f"this model has no defect classifier, so there is no {'/'.join(s.name for s in specs)}; train one "
                 "with inspector train-defects (needs labelled images of at least two defect types)"
             )
-        if any(s.target == "defect" for s in specs) and self.head is not None and self.head.descriptor != POOLED:
+        pooled_only = [s.name for s in specs if s.name in POOLED_HEAD_METHODS]
+        if pooled_only and self.head is not None and self.head.descriptor != POOLED:
             raise ConfigError(
-                f"this model's defect head reads the {self.head.descriptor} descriptor; the defect-class "
-                f"explanations ({'/'.join(s.name for s in specs if s.target == 'defect')}) need a head on pooled "
-                "features (inspector train-defects)"
+                f"this model's defect head reads the {self.head.descriptor} descriptor; {'/'.join(pooled_only)} "
+                "splits a head on pooled features (inspector train-defects); defect-gradcam works with either"
             )
         size = self.model.config.input_hw
         x = to_batch([image], size).to(self.inspector.device)

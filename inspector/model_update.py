@@ -278,4 +278,12 @@ def _carry_defect_head(src: Path, out: Path) -> None:
     copy_type_gate(src, out)
 
 
-_HEAD_OWN_KEYS = {"format", "format_version", "classes", "layers", "model_memory_bank_sha256", "tensors_sha256"}
+_HEAD_OWN_KEYS = {
+    "format",
+    "format_version",
+    "classes",
+    "layers",
+    "descriptor",
+    "model_memory_bank_sha256",
+    "tensors_sha256",
+}

@@ -59,6 +59,7 @@ def test_enough_examples_make_a_head_that_survives_an_update(examples, trained_t
     head = json.loads((v3 / HEAD_JSON).read_text())
     assert head["model_memory_bank_sha256"] == json.loads((v3 / "model.json").read_text())["memory_bank_sha256"]
     assert json.loads((v3 / GATE_JSON).read_text())["classes"] == ["chip", "dirt"]
+    assert head["descriptor"] == json.loads((v3 / GATE_JSON).read_text())["descriptor"] == "defect-centred"
     explainer = Explainer.load(Inspector.load(v3, "cpu"))
     e = explainer.explain(ex[0].image, ("anomaly",))
     assert e.defect_type in (None, "chip", "dirt", "unknown type")
@@ -83,3 +84,7 @@ def test_defect_centred_types_are_read_alike_by_classify_and_the_station(example
     assert flagged and all(station == offline for station, offline in flagged)  # same descriptor, same pass
     with pytest.raises(ConfigError, match="descriptor"):
         train_types(trained_tiny, tmp_path / "v-bad", ex, descriptor="whole")
+    explainer = Explainer.load(Inspector.load(v, "cpu"))
+    assert "defect-gradcam" in explainer.explain(ex[0].image, ("anomaly", "defect-gradcam")).maps
+    with pytest.raises(ConfigError, match="defect-cam"):
+        explainer.explain(ex[0].image, ("anomaly", "defect-cam"))
