@@ -23,9 +23,10 @@ import cv2
 import numpy as np
 import torch
 
+from inspector.errors import ModelError
 from inspector.pipeline import InspectionResult, Inspector, to_results
 from inspector.preprocess import to_batch
-from models.explain import DefectHead, anomaly_grad_cam
+from models.explain import POOLED, DefectHead, anomaly_grad_cam
 
 
 @dataclass
@@ -54,6 +55,12 @@ class FrameAnalyser:
 
         analyser = cls(inspector, load_defect_head(inspector), layer)
         analyser.type_gate = load_type_gate(inspector.info.model_dir)
+        head, gate = analyser.head, analyser.type_gate
+        if head is not None and gate is not None and head.descriptor != gate.descriptor:
+            raise ModelError(
+                f"{inspector.info.model_dir}: the defect head reads the {head.descriptor} descriptor and the type "
+                f"gate the {gate.descriptor} one; retrain them together with inspector feedback train-types"
+            )
         return analyser
 
     def analyse(
@@ -73,9 +80,11 @@ class FrameAnalyser:
         thresholds = self.inspector.thresholds
         x = to_batch(images, model.config.input_hw).to(self.inspector.device)
         t0 = time.perf_counter()
-        # The gate reads the same pooled features as Explainer: the head's stages, else the model's.
+        # The gate reads the descriptor it was fitted on (whole-image pooled, or weighted by this
+        # pass's anomaly map), of the head's stages, else the model's: no second backbone pass.
         gate_layers = (self.head.layers if self.head else model.config.layers) if self.type_gate else None
-        res = anomaly_grad_cam(model, x, self.layer, self.head, gate_layers)
+        descriptor = self.type_gate.descriptor if self.type_gate else POOLED
+        res = anomaly_grad_cam(model, x, self.layer, self.head, gate_layers, descriptor)
         per_frame_ms = (time.perf_counter() - t0) * 1000 / len(images)
         scores = res.score.float().cpu().numpy()
         results = to_results(

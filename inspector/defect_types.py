@@ -35,8 +35,9 @@ from inspector.explain import (
 from inspector.images import sha256_file
 from inspector.pipeline import Inspector
 from inspector.training import batches
-from models.explain import extract_pooled, fit_defect_head
-from models.explain.type_gate import UNKNOWN, TypeDecision, TypeGate
+from models.explain import DEFECT_CENTRED, extract_descriptor, fit_defect_head
+from models.explain.type_gate import DEFAULT_QUANTILE, UNKNOWN, TypeDecision, TypeGate
+from models.patchcore.loo_state import STATE_FILE
 from models.patchcore.serialization import CONFIG_FILE, TENSOR_FILE
 
 GATE_TENSORS = "type_gate.safetensors"
@@ -60,12 +61,15 @@ def new_version_dir(src: Path, out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty; a new version never overwrites a model")
     out.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG_FILE, TENSOR_FILE):
-        shutil.copy2(src / name, out / name)
+    for name in (CONFIG_FILE, TENSOR_FILE, STATE_FILE):
+        if name != STATE_FILE or (src / name).is_file():  # kept for recalibrating later updates
+            shutil.copy2(src / name, out / name)
 
 
-def _pooled(inspector: Inspector, images: Sequence[np.ndarray]) -> torch.Tensor:
-    return extract_pooled(inspector.model, batches(list(images), inspector.model.config.input_size, 16))
+def _features(inspector: Inspector, images: Sequence[np.ndarray], descriptor: str) -> torch.Tensor:
+    """The descriptor the station computes from its one pass (``analysis.py``), here without autograd."""
+    size = inspector.model.config.input_size
+    return extract_descriptor(inspector.model, batches(list(images), size, 16), None, descriptor)
 
 
 def train_types(
@@ -73,18 +77,26 @@ def train_types(
     out_dir: str | Path,
     examples: Sequence[TypeExample],
     *,
-    quantile: float = 0.95,
+    quantile: float | None = None,
     min_examples: int = 5,
+    descriptor: str = DEFECT_CENTRED,
 ) -> dict[str, Any]:
-    """Writes ``out_dir``: ``model_dir``'s bank with a head and gate fitted on ``examples``."""
+    """Writes ``out_dir``: ``model_dir``'s bank with a head and gate fitted on ``examples``.
+
+    ``descriptor`` ("pooled" or "defect-centred", ``models.explain.DESCRIPTORS``) is what both
+    the head and the gate read; the defect-centred one weights the backbone stages by the
+    anomaly map of this model's bank. ``quantile`` defaults to the descriptor's
+    (``type_gate.DEFAULT_QUANTILE``).
+    """
     src, out = Path(model_dir), Path(out_dir)
     if not examples:
         raise ConfigError("no defect examples to learn types from")
     inspector = Inspector.load(src, "cpu")
-    feats = _pooled(inspector, [e.image for e in examples])
-    labels = [e.defect_type for e in examples]
     try:
-        gate = TypeGate.fit(feats, labels, quantile=quantile, min_examples=min_examples)
+        feats = _features(inspector, [e.image for e in examples], descriptor)
+        labels = [e.defect_type for e in examples]
+        q = DEFAULT_QUANTILE.get(descriptor, 0.95) if quantile is None else quantile
+        gate = TypeGate.fit(feats, labels, quantile=q, min_examples=min_examples, descriptor=descriptor)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     new_version_dir(src, out)
@@ -94,7 +106,8 @@ def train_types(
     if len(ready) >= 2:
         rows = [i for i, lab in enumerate(labels) if lab in ready]
         index = {c: i for i, c in enumerate(ready)}
-        head = fit_defect_head(feats[rows], torch.tensor([index[labels[i]] for i in rows]), ready, layers)
+        y = torch.tensor([index[labels[i]] for i in rows])
+        head = fit_defect_head(feats[rows], y, ready, layers, descriptor=descriptor)
         extra = {
             "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "n_train": {c: labels.count(c) for c in ready},
@@ -103,7 +116,13 @@ def train_types(
         }
         save_defect_head(head, out, bank_sha, extra)
     save_type_gate(gate, out, bank_sha, [e.source for e in examples])
-    return {"classes": gate.classes, "counts": dict(Counter(labels)), "ready": ready, "radius": gate.radius}
+    return {
+        "classes": gate.classes,
+        "counts": dict(Counter(labels)),
+        "ready": ready,
+        "radius": gate.radius,
+        "descriptor": descriptor,
+    }
 
 
 def save_type_gate(gate: TypeGate, model_dir: Path, bank_sha256: str, sources: Sequence[str]) -> None:
@@ -138,7 +157,9 @@ def load_type_gate(model_dir: str | Path) -> TypeGate | None:
 
 
 def copy_type_gate(src: Path, out: Path) -> None:
-    """Carries a gate into an updated version (it reads backbone features, not the bank)."""
+    """Carries a gate into an updated version. A pooled gate reads backbone features only; a
+    defect-centred one also reads the bank's anomaly map, which an update of good images moves
+    little (the weights are each patch's score above the image's median)."""
     gate = load_type_gate(src)
     if gate is None:
         return
@@ -152,8 +173,13 @@ def classify(inspector: Inspector, images: Sequence[np.ndarray]) -> list[TypeDec
     gate = load_type_gate(inspector.info.model_dir)
     if gate is None:
         return [TypeDecision(UNKNOWN, float("nan"), "") for _ in images]
-    feats = _pooled(inspector, images)
+    feats = _features(inspector, images, gate.descriptor)
     head = load_defect_head(inspector) if (Path(inspector.info.model_dir) / HEAD_JSON).exists() else None
+    if head is not None and head.descriptor != gate.descriptor:
+        raise ModelError(
+            f"{inspector.info.model_dir}: the defect head reads the {head.descriptor} descriptor and the type gate "
+            f"the {gate.descriptor} one; retrain them together with inspector feedback train-types"
+        )
     logits = None
     if head is not None and (Path(inspector.info.model_dir) / HEAD_TENSORS).exists():
         with torch.no_grad():

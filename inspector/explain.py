@@ -34,21 +34,23 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from inspector import explainers
-from inspector.errors import InspectorError, ModelError
+from inspector.errors import ConfigError, InspectorError, ModelError
 from inspector.images import sha256_file
 from inspector.manifest import Manifest, ManifestItem, load_manifest
 from inspector.pipeline import Inspector
 from inspector.preprocess import to_batch
 from inspector.training import batches, load_items
 from models.explain import (
+    POOLED,
     DefectHead,
     anomaly_grad_cam,
+    extract_descriptor,
     extract_pooled,
     fit_defect_head,
-    pooled_features,
 )
 
 DEFAULT_METHODS = ("anomaly", "gradcam")
+POOLED_HEAD_METHODS = ("defect-cam",)  # exact split of a linear head over mean/max-pooled stages
 AGREEMENT_TOP = 0.10
 HEAD_TENSORS = "defect_head.safetensors"
 HEAD_JSON = "defect_head.json"
@@ -207,6 +209,12 @@ class Explainer:
                 f"this model has no defect classifier, so there is no {'/'.join(s.name for s in specs)}; train one "
                 "with inspector train-defects (needs labelled images of at least two defect types)"
             )
+        pooled_only = [s.name for s in specs if s.name in POOLED_HEAD_METHODS]
+        if pooled_only and self.head is not None and self.head.descriptor != POOLED:
+            raise ConfigError(
+                f"this model's defect head reads the {self.head.descriptor} descriptor; {'/'.join(pooled_only)} "
+                "splits a head on pooled features (inspector train-defects); defect-gradcam works with either"
+            )
         size = self.model.config.input_hw
         x = to_batch([image], size).to(self.inspector.device)
         raw: dict[str, torch.Tensor] = {}
@@ -246,7 +254,8 @@ class Explainer:
         # The head only knows defect types: on a part judged OK its best guess would mislead.
         kind = self.head.classes[best] if self.head is not None and best is not None and verdict != "OK" else None
         if self.type_gate is not None and verdict != "OK":  # a type the gate does not trust is "unknown type"
-            pooled = extract_pooled(self.model, [x], self.head.layers if self.head else None)
+            layers = self.head.layers if self.head else None
+            pooled = extract_descriptor(self.model, [x], layers, self.type_gate.descriptor)
             kind = self.type_gate.decide(pooled, logits, self.head.classes if self.head else ())[0].name
         return Explanation(
             score,
@@ -264,8 +273,7 @@ class Explainer:
     @torch.no_grad()
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         assert self.head is not None
-        feats = self.model.extractor(self.model.normalize(x))
-        return self.head(pooled_features(feats, self.head.layers))
+        return self.head(extract_descriptor(self.model, [x], self.head.layers, self.head.descriptor).to(x.device))
 
 
 # --- the defect classifier next to the model -------------------------------------------------
@@ -282,6 +290,7 @@ def save_defect_head(head: DefectHead, model_dir: str | Path, bank_sha256: str, 
         "format_version": 1,
         "classes": head.classes,
         "layers": head.layers,
+        "descriptor": head.descriptor,
         "model_memory_bank_sha256": bank_sha256,
         "tensors_sha256": sha256_file(d / HEAD_TENSORS),
         **extra,
@@ -327,7 +336,8 @@ def load_defect_head(inspector: Inspector) -> DefectHead | None:
         raise ModelError(f"{jpath} was trained for another model; retrain it with inspector train-defects")
     check_sidecar_tensors(tpath, doc)
     try:
-        return DefectHead.from_tensors(doc["classes"], doc["layers"], load_file(str(tpath)))
+        descriptor = doc.get("descriptor", POOLED)  # heads saved before it was recorded read pooled features
+        return DefectHead.from_tensors(doc["classes"], doc["layers"], load_file(str(tpath)), descriptor)
     except (SafetensorError, KeyError, ValueError, RuntimeError) as exc:
         raise ModelError(f"{tpath} does not hold a usable defect classifier: {exc}") from None
 

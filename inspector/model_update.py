@@ -1,28 +1,35 @@
 """A new model version from an old one plus confirmed good images (or minus wrong ones), no full refit.
 
 The old version's directory is only read; the result is written to a new directory, so the
-active model never changes under a running station. The thresholds are the old version's: a
-bank that only grows scores good parts lower, never higher, so the false-reject rate cannot
-rise; the golden-set gate (``inspector golden eval``) checks the rest before promotion.
+active model never changes under a running station.
+
+Thresholds are recalibrated by the rule the full train uses (leave-one-out scores into
+``inspector.calibration.calibrate_good_only``), without the old images: the new images' scores
+come from the update's own search, the old images' from the top patches each model keeps
+(``models/patchcore/loo_state.py``), exact where certified. A model without those patches (a
+chunked fit, or calibrated on held-out or labelled images) keeps its thresholds, and says so.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from inspector.calibration import DEFAULT_TARGET_FRR, calibrate_good_only
 from inspector.errors import ConfigError, ManifestError, ModelError
 from inspector.manifest import Manifest, ManifestItem
 from inspector.preprocess import resolve_device
 from inspector.training import Progress, check_items, item_batches
 from models.backbones import BackboneError
 from models.patchcore import ModelFileError, PatchCore, load_patchcore, save_patchcore
+from models.patchcore.anomaly_map import anomaly_map
 from models.patchcore.incremental import PatchStatistics, UpdateReport, add_images, remove_images
+from models.patchcore.loo_state import STATE_FILE, CalibrationState, rescore
 from models.patchcore.serialization import read_model_json
 
 
@@ -39,11 +46,100 @@ class ModelUpdate:
     def to_json(self) -> dict[str, Any]:
         return {
             "model_dir": str(self.model_dir),
-            "added": asdict(self.added) if self.added else None,
-            "removed": asdict(self.removed) if self.removed else None,
+            "added": _report_json(self.added),
+            "removed": _report_json(self.removed),
             "seconds": round(self.seconds, 3),
             "bank_rows": self.bank_rows,
         }
+
+
+def _report_json(report: UpdateReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {f.name: getattr(report, f.name) for f in fields(report) if f.name != "new_images"}
+
+
+@dataclass
+class Recalibration:
+    """The model.json entries an update writes about its thresholds, and the state to keep."""
+
+    meta: dict[str, Any]
+    state: CalibrationState | None
+
+
+def recalibrate(
+    model: PatchCore, src: Path, meta: dict[str, Any], added: UpdateReport | None, removed: UpdateReport | None
+) -> Recalibration:
+    """New thresholds for the updated bank from leave-one-out scores of every image behind it.
+
+    Old images are re-scored from their kept top patches (``loo_state.rescore``); one whose
+    kept patches no longer reach its bound (or any after a removal, which can raise distances)
+    is uncertified and keeps the larger of its re-score and its previous score.
+    """
+    old = meta.get("thresholds") or {}
+    if meta.get("calibration") != "leave-one-out" or not (src / STATE_FILE).is_file():
+        why = "the version updated from keeps no leave-one-out patches (calibrated otherwise, or a chunked fit)"
+        return Recalibration(
+            {"thresholds": old, "thresholds_from": f"the version updated from, not recalibrated: {why}"}, None
+        )
+    try:
+        state = CalibrationState.load(str(src / STATE_FILE))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{src / STATE_FILE} is unreadable: {exc}") from None
+    return recalibrated(model, state, old, added, removed)
+
+
+def recalibrated(
+    model: PatchCore,
+    state: CalibrationState,
+    old: dict[str, Any],
+    added: UpdateReport | None,
+    removed: UpdateReport | None,
+) -> Recalibration:
+    """``recalibrate`` from a loaded state and the old thresholds (what the benchmark times)."""
+    tic = time.process_time()
+    if removed is not None and removed.removed_ids:
+        state = state.select(~torch.isin(state.ids, torch.tensor(removed.removed_ids)))
+    scale = model.channel_scale.cpu()
+    state = state.in_scale(scale)
+    scores, certified = rescore(model, state)
+    if removed is not None and removed.rows_removed:
+        certified[:] = False
+    scores = torch.where(certified, scores, torch.maximum(scores, state.scores))
+    state = CalibrationState(state.ids, scores, state.rows, state.bound, state.scale)
+    maps = None
+    if added is not None and added.new_images is not None:
+        new = added.new_images
+        fresh = CalibrationState(new.ids, torch.zeros(len(new.ids), dtype=torch.float64), new.rows, new.bound, scale)
+        new_scores, _ = rescore(model, fresh)  # certified by construction: every patch was searched
+        state = CalibrationState.concat(state, CalibrationState(new.ids, new_scores, new.rows, new.bound, scale))
+        size = model.config.input_hw
+        maps = anomaly_map(new.patch_scores[:256].to(model.mean.device), size, model.config.sigma).cpu().numpy()
+    target = float(old.get("target_frr") or DEFAULT_TARGET_FRR)
+    values = state.scores.numpy()
+    # The rule the model was calibrated by: thresholds saved before the tail rule carry no "tail" key.
+    rule = "tail" if old.get("tail") or "tail fit" in str(old.get("method", "")) else "order"
+    if "tail" in old and old.get("method", "").startswith("good-only"):
+        rule = "tail"  # a tail-rule model with too few scores for the fit then; the update may have enough
+    thresholds = calibrate_good_only(values, maps, target, rule=rule)
+    if maps is None and "map_low" in old:  # no new maps: the old colour range's floor stands
+        thresholds = replace(thresholds, map_low=float(old["map_low"]))
+    statement = thresholds.frr
+    n_cert = int(certified.sum())
+    info = {
+        "thresholds": thresholds.to_json(),
+        "thresholds_from": "recalibrated: leave-one-out scores of every image behind the bank",
+        "calibration_scores": [float(v) for v in values],
+        "recalibration": {
+            "images": int(values.size),
+            "rescored_exact": n_cert + (len(added.new_images.ids) if added and added.new_images else 0),
+            "uncertified": int(certified.numel()) - n_cert,
+            "previous_decision": old.get("decision"),
+            "frr": statement,
+            "cpu_seconds": round(time.process_time() - tic, 3),
+        },
+    }
+    return Recalibration(info, state)
 
 
 def patches_per_image(model: PatchCore) -> int:
@@ -134,6 +230,7 @@ def update_model(
             restandardize_at=restandardize_at,
             progress=progress,
         )
+    cal = recalibrate(model, src, meta, added, removed)
     seconds = time.perf_counter() - tic
     n_images = int(meta.get("n_train_images") or 0) + len(add_items) - (removed.images_matched if removed else 0)
     lineage.append(
@@ -153,11 +250,13 @@ def update_model(
         "lineage": lineage,
         "updated_from": str(src.resolve()),
         "update_seconds": round(seconds, 3),
-        "thresholds_from": "the version updated from (not recalibrated)",
+        **cal.meta,
         "trained_at": dt.datetime.now(dt.UTC).isoformat(),
         "trained_by": updated_by or meta.get("trained_by"),
     }
     save_patchcore(model, out, new_meta)
+    if cal.state is not None:
+        cal.state.save(str(out / STATE_FILE))
     _carry_defect_head(src, out)
     return ModelUpdate(out, added, removed, seconds, int(model.memory_bank.shape[0]))
 
@@ -183,4 +282,12 @@ def _carry_defect_head(src: Path, out: Path) -> None:
     copy_type_gate(src, out)
 
 
-_HEAD_OWN_KEYS = {"format", "format_version", "classes", "layers", "model_memory_bank_sha256", "tensors_sha256"}
+_HEAD_OWN_KEYS = {
+    "format",
+    "format_version",
+    "classes",
+    "layers",
+    "descriptor",
+    "model_memory_bank_sha256",
+    "tensors_sha256",
+}

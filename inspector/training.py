@@ -37,6 +37,7 @@ from inspector.preprocess import resolve_device, to_batch
 from models.backbones import BackboneError
 from models.patchcore import PatchCore, PatchCoreConfig, save_patchcore
 from models.patchcore.leave_one_out import leave_one_out_scores
+from models.patchcore.loo_state import STATE_FILE, CalibrationState, state_from_fit
 
 if TYPE_CHECKING:
     from inspector.autoconfig import SearchOptions, Selection
@@ -194,14 +195,21 @@ def train(
     tic_cal = time.perf_counter()
     top: list[tuple[str, float]] = []
     suspects: list[tuple[str, float]] = []
+    cal_state: CalibrationState | None = None
     if labelled_val:
         scores, maps = score_batches(model, item_batches(val, root, config.input_hw, batch_size))
         labels = np.array([it.is_anomalous for it in val], dtype=int)
         thresholds = calibrate_labelled(scores, labels, maps[labels == 0])
         n_cal = len(val)
     elif loo:
-        # The same images in the same order as fit, so image n is bank_source n.
-        loo_scores, loo_maps = leave_one_out_scores(model, item_batches(fit_items, root, config.input_hw, batch_size))
+        # A single-search fit kept its features: score from them and keep each image's top
+        # patches, so an incremental update can recalibrate without these images.
+        fitted = state_from_fit(model)
+        if fitted is not None:
+            loo_scores, loo_maps, cal_state = fitted
+        else:  # the same images in the same order as fit, so image n is bank_source n
+            batches_again = item_batches(fit_items, root, config.input_hw, batch_size)
+            loo_scores, loo_maps = leave_one_out_scores(model, batches_again)
         scores, maps = loo_scores.numpy().astype(np.float64), loo_maps.numpy()
         thresholds = calibrate_good_only(scores, maps, target_frr, rule=threshold_rule)
         n_cal = len(fit_items)
@@ -247,6 +255,8 @@ def train(
         "settings_search": selection.to_json() if selection is not None else {"chosen_by": "given settings"},
     }
     out = save_patchcore(model, out_dir, meta)
+    if cal_state is not None:
+        cal_state.save(str(out / STATE_FILE))
     return TrainResult(
         out,
         thresholds,

@@ -129,9 +129,18 @@ def run(root: Path, manifest_path: Path, work: Path, seed: int) -> dict:
     print("4. version 2: confirmed good frames into the bank, chip learned as a type", flush=True)
     good_manifest, frames_root = confirmed_good_manifest(store)
     bank_dir = v1
+    recalibration = None
     if good_manifest.items:
         bank_dir = work / "v1-updated"
         update_model(v1, bank_dir, frames_root, add=good_manifest, device="cpu", updated_by="eng1")
+        meta = json.loads((bank_dir / "model.json").read_text())["metadata"]
+        recalibration = {
+            "thresholds_from": meta["thresholds_from"],
+            "decision_before": json.loads((v1 / "model.json").read_text())["metadata"]["thresholds"]["decision"],
+            "decision_after": meta["thresholds"]["decision"],
+            "frr_after": meta["thresholds"]["frr"],
+            **{k: v for k, v in meta.get("recalibration", {}).items() if k != "frr"},
+        }
     v2 = work / "v2"
     examples = confirmed_defect_examples(store) + manifest_examples(Manifest("dirt", dirt_known), root)
     types = train_types(bank_dir, v2, examples)
@@ -170,6 +179,7 @@ def run(root: Path, manifest_path: Path, work: Path, seed: int) -> dict:
         "station_verdicts": {f"{k}:{v}": n for (k, v), n in sorted(verdicts.items())},
         "queue": {"chip_candidates": len(chip_cands), "good_overrules": len(good_cands), "confirmed_chip": 10},
         "confirmed_good_frames_added_to_bank": len(good_manifest.items),
+        "update_recalibration": recalibration,
         "types": types,
         "v1_on_heldout_chip": dict(Counter(v1_chip)),
         "v1_heldout_chip_unknown": share(v1_chip, "unknown type"),

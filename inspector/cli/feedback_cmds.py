@@ -122,8 +122,21 @@ def feedback_export(db: str | None, output: Path) -> None:
 @click.option(
     "--min-examples", type=click.IntRange(2), default=5, show_default=True, help="Before this, 'unknown type'."
 )
+@click.option(
+    "--descriptor",
+    type=click.Choice(["defect-centred", "pooled"]),
+    default="defect-centred",
+    show_default=True,
+    help="Features the head and gate read: whole-image pooled, or weighted by the anomaly map.",
+)
 def feedback_train_types(
-    model_dir: Path, out: Path, db: str | None, manifest: Path | None, root: Path | None, min_examples: int
+    model_dir: Path,
+    out: Path,
+    db: str | None,
+    manifest: Path | None,
+    root: Path | None,
+    min_examples: int,
+    descriptor: str,
 ) -> None:
     """A new version whose defect head knows the types confirmed in the queue (plus --manifest's).
 
@@ -140,7 +153,7 @@ def feedback_train_types(
         if root is None:
             raise click.UsageError("--manifest needs --root")
         examples += manifest_examples(manifest, root)
-    summary = train_types(model_dir, out, examples, min_examples=min_examples)
+    summary = train_types(model_dir, out, examples, min_examples=min_examples, descriptor=descriptor)
     click.echo(f"new version {out}: {json.dumps(summary)}")
 
 

@@ -1,7 +1,18 @@
 """Explanations of PatchCore's decisions: Grad-CAM, occlusion, saliency, and the defect type."""
 
 from models.explain.attribution import blur_images, occlusion_map, saliency_map
-from models.explain.defect_classifier import DefectHead, extract_pooled, fit_defect_head, pooled_features
+from models.explain.defect_classifier import (
+    DEFECT_CENTRED,
+    DESCRIPTORS,
+    POOLED,
+    DefectHead,
+    defect_centred_features,
+    describe,
+    extract_descriptor,
+    extract_pooled,
+    fit_defect_head,
+    pooled_features,
+)
 from models.explain.gradcam import (
     DefectTarget,
     ScoreCam,
@@ -14,6 +25,9 @@ from models.explain.gradcam import (
 )
 
 __all__ = [
+    "DEFECT_CENTRED",
+    "DESCRIPTORS",
+    "POOLED",
     "DefectHead",
     "DefectTarget",
     "ScoreCam",
@@ -21,6 +35,9 @@ __all__ = [
     "anomaly_grad_cam",
     "blur_images",
     "deepest_layer",
+    "defect_centred_features",
+    "describe",
+    "extract_descriptor",
     "defect_grad_cam",
     "extract_pooled",
     "fit_defect_head",

@@ -16,6 +16,10 @@ from torch import nn
 
 from models.patchcore.model import PatchCore
 
+POOLED = "pooled"
+DEFECT_CENTRED = "defect-centred"
+DESCRIPTORS = (POOLED, DEFECT_CENTRED)
+
 
 def pooled_features(feats: dict[str, torch.Tensor], layers: Sequence[str]) -> torch.Tensor:
     """Mean and max over space of each stage, concatenated: (B, 2 * sum of channels).
@@ -28,6 +32,73 @@ def pooled_features(feats: dict[str, torch.Tensor], layers: Sequence[str]) -> to
         f = feats[layer]
         parts += [f.mean(dim=(2, 3)), f.amax(dim=(2, 3))]
     return torch.cat(parts, dim=1)
+
+
+def defect_weights(patch_scores: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) weights summing to 1 per image: each patch's anomaly score above the image's median.
+
+    The median patch is ordinary pill surface, so only the part of the map that stands out from
+    it (the defect) gets weight; a flat map (no patch above the median) weighs all patches alike.
+    """
+    flat = patch_scores.flatten(1)
+    w = (flat - flat.median(dim=1, keepdim=True).values).clamp_min(0)
+    total = w.sum(1, keepdim=True)
+    w = torch.where(total > 0, w / total.clamp_min(1e-12), torch.full_like(w, 1.0 / w.shape[1]))
+    return w.view_as(patch_scores)
+
+
+def defect_centred_features(
+    feats: dict[str, torch.Tensor], layers: Sequence[str], patch_scores: torch.Tensor
+) -> torch.Tensor:
+    """Each stage averaged with ``defect_weights`` (resized to the stage's grid): (B, sum of channels).
+
+    Whole-image pooling describes the pill as much as the defect, so two defect types on the
+    same pill look alike; weighting by where PatchCore's map stands out describes the defect.
+    Chosen on pillQC with dirt as the new type (``scripts/bench_type_gate.py``).
+    """
+    w = defect_weights(patch_scores.detach().float())[:, None]
+    parts = []
+    for layer in layers:
+        f = feats[layer]
+        wr = F.interpolate(w, size=f.shape[-2:], mode="bilinear", align_corners=False).to(f.dtype)
+        wr = wr / wr.sum(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+        parts.append((f * wr).sum(dim=(2, 3)))
+    return torch.cat(parts, dim=1)
+
+
+def describe(
+    feats: dict[str, torch.Tensor],
+    layers: Sequence[str],
+    descriptor: str = POOLED,
+    patch_scores: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The defect descriptor a head or type gate was fitted on, from one forward pass's features."""
+    if descriptor == POOLED:
+        return pooled_features(feats, layers)
+    if descriptor == DEFECT_CENTRED:
+        if patch_scores is None:
+            raise ValueError("the defect-centred descriptor needs the pass's patch scores (a fitted PatchCore)")
+        return defect_centred_features(feats, layers, patch_scores)
+    raise ValueError(f"unknown defect descriptor {descriptor!r}; known: {list(DESCRIPTORS)}")
+
+
+@torch.no_grad()
+def extract_descriptor(
+    model: PatchCore, batches: Iterable[torch.Tensor], layers: Sequence[str] | None, descriptor: str
+) -> torch.Tensor:
+    """Descriptors (N, F) of image batches in [0, 1]: one backbone pass per batch, as at inspection."""
+    if descriptor == POOLED:
+        return extract_pooled(model, batches, layers)
+    names = list(layers or model.config.layers)
+    out = []
+    for batch in batches:
+        x = batch.to(model.mean.device)
+        feats = model.extractor(model.normalize(x))
+        _, patch = model.score_embedding(model.embed_features(feats, (x.shape[-2], x.shape[-1])), exact=True)
+        out.append(describe(feats, names, descriptor, patch).float().cpu())
+    if not out:
+        raise ValueError("no images to extract features from")
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -46,14 +117,19 @@ def extract_pooled(
 
 
 class DefectHead(nn.Module):
-    """Standardised pooled features -> one logit per defect class."""
+    """Standardised descriptors (``descriptor``: pooled by default) -> one logit per defect class."""
 
-    def __init__(self, classes: Sequence[str], layers: Sequence[str], n_features: int) -> None:
+    def __init__(
+        self, classes: Sequence[str], layers: Sequence[str], n_features: int, descriptor: str = POOLED
+    ) -> None:
         super().__init__()
         if len(classes) < 2:
             raise ValueError(f"a defect classifier needs at least two classes, got {list(classes)}")
+        if descriptor not in DESCRIPTORS:
+            raise ValueError(f"unknown defect descriptor {descriptor!r}; known: {list(DESCRIPTORS)}")
         self.classes = list(classes)
         self.layers = list(layers)
+        self.descriptor = descriptor
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_scale", torch.ones(n_features))
         self.linear = nn.Linear(n_features, len(classes))
@@ -70,13 +146,17 @@ class DefectHead(nn.Module):
 
     @classmethod
     def from_tensors(
-        cls, classes: Sequence[str], layers: Sequence[str], tensors: dict[str, torch.Tensor]
+        cls,
+        classes: Sequence[str],
+        layers: Sequence[str],
+        tensors: dict[str, torch.Tensor],
+        descriptor: str = POOLED,
     ) -> DefectHead:
         """Rebuilds a head from ``tensors()`` output; shapes are checked against the class list."""
         if "linear.weight" not in tensors:
             raise ValueError("defect head tensors lack 'linear.weight'")
         n_features = int(tensors["linear.weight"].shape[1])
-        head = cls(classes, layers, n_features)
+        head = cls(classes, layers, n_features, descriptor)
         head.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
         return head
 
@@ -89,6 +169,7 @@ def fit_defect_head(
     *,
     l2: float = 1e-2,
     max_iter: int = 200,
+    descriptor: str = POOLED,
 ) -> DefectHead:
     """Fits the head by full-batch L-BFGS on class-balanced cross-entropy plus an L2 penalty.
 
@@ -101,7 +182,7 @@ def fit_defect_head(
     if (counts == 0).any():
         missing = [c for c, n in zip(classes, counts.tolist(), strict=True) if n == 0]
         raise ValueError(f"no training examples for defect class(es) {missing}")
-    head = DefectHead(classes, layers, features.shape[1])
+    head = DefectHead(classes, layers, features.shape[1], descriptor)
     x = features.float()
     mean, std = x.mean(0), x.std(0, unbiased=False)
     head.feature_mean.copy_(mean)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from captum.attr import LayerGradCam
 from torch import nn
 
-from models.explain.defect_classifier import DefectHead, pooled_features
+from models.explain.defect_classifier import POOLED, DefectHead, describe, pooled_features
 from models.patchcore.anomaly_map import anomaly_map
 from models.patchcore.model import PatchCore
 
@@ -46,11 +46,16 @@ class ScoreTarget:
     """images -> image anomaly score (B,); remembers the pass's patch scores and defect logits."""
 
     def __init__(
-        self, model: PatchCore, head: DefectHead | None = None, pooled_layers: Sequence[str] | None = None
+        self,
+        model: PatchCore,
+        head: DefectHead | None = None,
+        pooled_layers: Sequence[str] | None = None,
+        descriptor: str = POOLED,
     ) -> None:
         self.model = model
         self.head = head
         self.pooled_layers = list(pooled_layers) if pooled_layers else None
+        self.descriptor = descriptor  # what ``pooled`` holds: a type gate's descriptor
         self.score: torch.Tensor | None = None
         self.patch_scores: torch.Tensor | None = None
         self.defect_logits: torch.Tensor | None = None
@@ -64,9 +69,9 @@ class ScoreTarget:
         score, patch = self.model.score_embedding(emb)
         self.score, self.patch_scores = score.detach(), patch.detach()
         if self.head is not None:
-            self.defect_logits = self.head(pooled_features(feats, self.head.layers)).detach()
+            self.defect_logits = self.head(describe(feats, self.head.layers, self.head.descriptor, patch)).detach()
         if self.pooled_layers:
-            self.pooled = pooled_features(feats, self.pooled_layers).detach()
+            self.pooled = describe(feats, self.pooled_layers, self.descriptor, patch).detach()
         self.forward_ms += (time.perf_counter() - t0) * 1000
         return score
 
@@ -80,7 +85,10 @@ class DefectTarget:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         feats = self.model.extractor(self.model.normalize(images))
-        return self.head(pooled_features(feats, self.head.layers))
+        if self.head.descriptor == POOLED:
+            return self.head(pooled_features(feats, self.head.layers))
+        _, patch = self.model.score_embedding(self.model.embed_features(feats, (images.shape[-2], images.shape[-1])))
+        return self.head(describe(feats, self.head.layers, self.head.descriptor, patch))
 
 
 def layer_grad_cam(
@@ -104,7 +112,7 @@ class ScoreCam:
     anomaly_map: torch.Tensor  # (B, H, W), PatchCore's map at the input size
     defect_logits: torch.Tensor | None  # (B, K) where a defect head was given
     forward_ms: float  # time of the forward pass alone; the rest of the call is Grad-CAM's cost
-    pooled: torch.Tensor | None = None  # (B, F) pooled features where ``pooled_layers`` were asked
+    pooled: torch.Tensor | None = None  # (B, F) descriptors where ``pooled_layers`` were asked
 
 
 def anomaly_grad_cam(
@@ -113,10 +121,11 @@ def anomaly_grad_cam(
     layer: str | None = None,
     head: DefectHead | None = None,
     pooled_layers: Sequence[str] | None = None,
+    descriptor: str = POOLED,
 ) -> ScoreCam:
-    """Grad-CAM of the anomaly score, with the anomaly map, score (and, on request, pooled
-    features for a defect-type gate) of the same forward pass."""
-    target = ScoreTarget(model, head, pooled_layers)
+    """Grad-CAM of the anomaly score, with the anomaly map, score (and, on request, the
+    ``descriptor`` features of ``pooled_layers`` for a defect-type gate) of the same forward pass."""
+    target = ScoreTarget(model, head, pooled_layers, descriptor)
     images = images.to(model.mean.device)
     cam = layer_grad_cam(target, stage_module(model, layer), images)
     if target.score is None or target.patch_scores is None:  # pragma: no cover - Captum always runs it

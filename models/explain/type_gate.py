@@ -10,6 +10,10 @@ threshold, not a value tuned on test images.
 
 A type with fewer than ``min_examples`` examples is pending: it is never predicted (too few to
 trust), and a frame nearest to it is reported as unknown, with the pending type as a hint.
+
+``descriptor`` names the features the gate was fitted on (``defect_classifier.DESCRIPTORS``):
+whole-image pooled (the default, and what every gate saved before it was recorded) or
+defect-centred. The saved JSON's ``gate_version`` says which fields to expect.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ from dataclasses import dataclass
 
 import torch
 
+from models.explain.defect_classifier import DEFECT_CENTRED, DESCRIPTORS, POOLED
+
 UNKNOWN = "unknown type"
+GATE_VERSION = 2  # 1: no descriptor recorded (whole-image pooled features); 2: ``descriptor`` field
+# The radius quantile per descriptor, chosen on pillQC with dirt as the new type
+# (``scripts/bench_type_gate.py``): the best worst-seed accuracy naming the new type while
+# version 1 still calls at least 90% of it "unknown type".
+DEFAULT_QUANTILE = {POOLED: 0.95, DEFECT_CENTRED: 0.99}
 
 
 @dataclass
@@ -43,7 +54,11 @@ class TypeGate:
         prototypes: torch.Tensor,
         radius: float,
         min_examples: int,
+        descriptor: str = POOLED,
     ) -> None:
+        if descriptor not in DESCRIPTORS:
+            raise ValueError(f"unknown defect descriptor {descriptor!r}; known: {list(DESCRIPTORS)}")
+        self.descriptor = descriptor
         self.classes = list(classes)
         self.counts = [int(c) for c in counts]
         self.mean, self.scale, self.prototypes = mean.float(), scale.float(), prototypes.float()
@@ -63,8 +78,9 @@ class TypeGate:
         *,
         quantile: float = 0.95,
         min_examples: int = 5,
+        descriptor: str = POOLED,
     ) -> TypeGate:
-        """Fits prototypes and the radius from (N, F) pooled features with one type name per row."""
+        """Fits prototypes and the radius from (N, F) descriptors with one type name per row."""
         if features.ndim != 2 or features.shape[0] != len(labels) or not len(labels):
             raise ValueError("features must be (N, F) with one type name per row, N >= 1")
         if not 0 < quantile <= 1:
@@ -86,7 +102,7 @@ class TypeGate:
         if not loo:
             raise ValueError("the gate needs at least one type with two or more examples")
         radius = float(torch.quantile(torch.cat(loo), quantile))
-        return cls(classes, counts, mean, scale, torch.stack(protos), radius, min_examples)
+        return cls(classes, counts, mean, scale, torch.stack(protos), radius, min_examples, descriptor)
 
     def distances(self, features: torch.Tensor) -> torch.Tensor:
         """(N, K) distances of standardised features to every type's prototype."""
@@ -126,6 +142,8 @@ class TypeGate:
 
     def to_json(self) -> dict[str, object]:
         return {
+            "gate_version": GATE_VERSION,
+            "descriptor": self.descriptor,
             "classes": self.classes,
             "counts": self.counts,
             "radius": self.radius,
@@ -134,6 +152,11 @@ class TypeGate:
 
     @classmethod
     def from_saved(cls, doc: dict[str, object], tensors: dict[str, torch.Tensor]) -> TypeGate:
+        """A gate from ``to_json`` and ``tensors``; a gate saved before version 2 read pooled features."""
+        version = doc.get("gate_version", 1)
+        if version not in (1, GATE_VERSION):
+            raise ValueError(f"type gate version {version!r} is newer than this program reads (up to {GATE_VERSION})")
+        descriptor = str(doc["descriptor"]) if version == GATE_VERSION else POOLED
         classes = list(doc["classes"])  # type: ignore[call-overload]
         protos = tensors["prototypes"]
         if protos.shape[0] != len(classes) or tensors["mean"].shape != (protos.shape[1],):
@@ -146,4 +169,5 @@ class TypeGate:
             protos,
             float(doc["radius"]),  # type: ignore[arg-type]
             int(doc["min_examples"]),  # type: ignore[call-overload]
+            descriptor,
         )

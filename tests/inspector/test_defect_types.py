@@ -59,7 +59,32 @@ def test_enough_examples_make_a_head_that_survives_an_update(examples, trained_t
     head = json.loads((v3 / HEAD_JSON).read_text())
     assert head["model_memory_bank_sha256"] == json.loads((v3 / "model.json").read_text())["memory_bank_sha256"]
     assert json.loads((v3 / GATE_JSON).read_text())["classes"] == ["chip", "dirt"]
+    assert head["descriptor"] == json.loads((v3 / GATE_JSON).read_text())["descriptor"] == "defect-centred"
     explainer = Explainer.load(Inspector.load(v3, "cpu"))
     e = explainer.explain(ex[0].image, ("anomaly",))
     assert e.defect_type in (None, "chip", "dirt", "unknown type")
     assert explainer.type_gate is not None
+
+
+def test_defect_centred_types_are_read_alike_by_classify_and_the_station(examples, trained_tiny, tmp_path) -> None:
+    root, manifest, ex = examples
+    v = tmp_path / "v-centred"
+    summary = train_types(trained_tiny, v, ex, min_examples=3, descriptor="defect-centred")
+    assert summary["descriptor"] == "defect-centred"
+    doc = json.loads((v / GATE_JSON).read_text())
+    assert doc["gate_version"] == 2 and doc["descriptor"] == "defect-centred"
+    assert json.loads((v / HEAD_JSON).read_text())["descriptor"] == "defect-centred"
+    from inspector.analysis import FrameAnalyser
+
+    images = [e.image for e in ex]
+    by_classify = [d.name for d in classify(Inspector.load(v, "cpu"), images)]
+    analysed = FrameAnalyser.load(Inspector.load(v, "cpu")).analyse(images)
+    pairs = zip(analysed, by_classify, strict=True)
+    flagged = [(a.extras["defect_type"], n) for a, n in pairs if a.extras["defect_type"]]
+    assert flagged and all(station == offline for station, offline in flagged)  # same descriptor, same pass
+    with pytest.raises(ConfigError, match="descriptor"):
+        train_types(trained_tiny, tmp_path / "v-bad", ex, descriptor="whole")
+    explainer = Explainer.load(Inspector.load(v, "cpu"))
+    assert "defect-gradcam" in explainer.explain(ex[0].image, ("anomaly", "defect-gradcam")).maps
+    with pytest.raises(ConfigError, match="defect-cam"):
+        explainer.explain(ex[0].image, ("anomaly", "defect-cam"))

@@ -11,10 +11,14 @@ from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
 
 from models.explain import (
+    DEFECT_CENTRED,
     DefectHead,
     anomaly_grad_cam,
     deepest_layer,
+    defect_centred_features,
     defect_grad_cam,
+    describe,
+    extract_descriptor,
     extract_pooled,
     fit_defect_head,
     occlusion_map,
@@ -152,3 +156,35 @@ def test_defect_gradcam_goes_through_the_head(fitted: PatchCore) -> None:
     for cam in cams:
         assert cam.shape == (1, SIZE, SIZE) and torch.isfinite(cam).all() and (cam >= 0).all()
     assert not torch.allclose(cams[0], cams[1])  # the class index reaches the gradient
+
+
+def test_defect_centred_descriptor_reads_where_the_map_stands_out() -> None:
+    g = torch.Generator().manual_seed(0)
+    feats = {"a": torch.randn(2, 5, 4, 4, generator=g), "b": torch.randn(2, 3, 8, 8, generator=g)}
+    patch = torch.ones(2, 4, 4)
+    patch[0, 1, 2] = 5.0  # one patch stands out of frame 0; frame 1's map is flat
+    d = defect_centred_features(feats, ["a", "b"], patch)
+    assert d.shape == (2, 8)
+    assert torch.allclose(d[0, :5], feats["a"][0, :, 1, 2], atol=1e-6)  # all weight on the defect's cell
+    assert torch.allclose(d[1, :5], feats["a"][1].mean((1, 2)), atol=1e-6)  # flat map: the plain mean
+    assert torch.allclose(d[1, 5:], feats["b"][1].mean((1, 2)), atol=1e-6)
+    with pytest.raises(ValueError, match="patch scores"):
+        describe(feats, ["a"], DEFECT_CENTRED)
+    with pytest.raises(ValueError, match="unknown defect descriptor"):
+        describe(feats, ["a"], "whole", patch)
+
+
+def test_defect_centred_head_and_gate_features_match_training_in_the_one_pass(fitted: PatchCore) -> None:
+    """What the station's one forward pass computes equals what training extracted (no second pass)."""
+    layers = list(fitted.config.layers)
+    x = with_square(good_images(4, 3), CORNERS)
+    train = extract_descriptor(fitted, [x], layers, DEFECT_CENTRED)
+    labels = torch.tensor([0, 1, 0, 1])
+    head = fit_defect_head(train, labels, ["chip", "dirt"], layers, descriptor=DEFECT_CENTRED)
+    res = anomaly_grad_cam(fitted, x, None, head, layers, DEFECT_CENTRED)
+    assert res.pooled is not None and res.defect_logits is not None
+    assert torch.allclose(res.pooled, train, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(res.defect_logits, head(train), atol=1e-3)
+    assert not torch.allclose(train, extract_pooled(fitted, [x])[:, : train.shape[1]])
+    cam = defect_grad_cam(fitted, head, x[:1], 0)
+    assert cam.shape == (1, SIZE, SIZE) and torch.isfinite(cam).all()

@@ -98,3 +98,67 @@ def test_remove_of_an_unseen_image_changes_nothing(base) -> None:
     report = remove_images(model, [_odd(1, 99)], stats)
     assert report.rows_removed == 0 and report.images_matched == 0 and stats.n == base[1].n
     assert torch.equal(model.memory_bank, base[0].memory_bank)
+
+
+@pytest.mark.parametrize("search", ["exact", "bf16"])
+def test_recalibration_from_kept_patches_equals_leave_one_out_on_whole_images(search: str, monkeypatch) -> None:
+    import models.patchcore.incremental as inc
+
+    if search == "bf16":  # the bf16 first search with its error bound, forced on this small bank
+        monkeypatch.setattr(inc, "_HALF_MIN_PAIRS", 0)
+        monkeypatch.setattr(inc, "half_search_available", lambda *a: True)
+    from models.patchcore.incremental import _raw_rows, _standardised
+    from models.patchcore.leave_one_out import score_excluding
+    from models.patchcore.loo_state import CalibrationState, rescore, state_from_fit
+
+    images = [_good(4, 0), _good(4, 1)]
+    model = PatchCore(PatchCoreConfig(**CFG))
+    model.fit(images)
+    fitted = state_from_fit(model)
+    assert fitted is not None
+    scores, _, state = fitted
+    stats = PatchStatistics.of_model(model, 8 * PATCHES)
+    new = [_good(4, 2)]
+    report = add_images(model, new, stats, restandardize_at=float("inf"))
+    old_scores, certified = rescore(model, state)
+
+    # The truth: every patch of every image (fp16-rounded, as fit keeps them), scored without its
+    # own rows, against the new bank.
+    def loo(batch: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            emb = model.embed(batch)
+            rows = _standardised(model, _raw_rows(model, emb)).view(emb.shape[0], 8, 8, -1).permute(0, 3, 1, 2)
+            return score_excluding(model, rows.contiguous(), ids)
+
+    truth = loo(torch.cat(images + new), torch.arange(12))[0]
+    assert bool(certified.any())
+    assert torch.allclose(old_scores[certified].float(), truth[:8][certified], rtol=1e-4, atol=1e-5)
+    fresh = report.new_images
+    assert fresh is not None and fresh.ids.tolist() == [8, 9, 10, 11]
+    new_state = CalibrationState(fresh.ids, torch.zeros(4, dtype=torch.float64), fresh.rows, fresh.bound, state.scale)
+    new_scores, new_cert = rescore(model, new_state)
+    assert bool(new_cert.all())
+    assert torch.allclose(new_scores.float(), truth[8:], rtol=1e-4, atol=1e-5)
+    # the update's patch distances are the leave-one-out patch scores of the new images
+    patch_truth = loo(new[0], torch.arange(8, 12))[1]
+    if search == "exact":
+        assert torch.allclose(fresh.patch_scores, patch_truth, rtol=1e-4, atol=1e-4)
+    else:  # approximate off the top patches, exact on them
+        top = fresh.patch_scores.flatten(1).amax(1)
+        assert torch.allclose(top, patch_truth.flatten(1).amax(1), rtol=1e-4, atol=1e-4)
+
+
+def test_kept_patches_come_with_the_same_scores_and_maps_as_leave_one_out_scores() -> None:
+    from models.patchcore.leave_one_out import leave_one_out_scores
+    from models.patchcore.loo_state import TOP_PATCHES, state_from_fit
+
+    model = PatchCore(PatchCoreConfig(**CFG))
+    model.fit([_good(4, 0), _good(4, 1)])
+    kept = model.fit_rows
+    want_scores, want_maps = leave_one_out_scores(model)
+    model.fit_rows = kept
+    fitted = state_from_fit(model)
+    assert fitted is not None and model.fit_rows is None
+    scores, maps, state = fitted
+    assert torch.equal(scores.float(), want_scores.float()) and torch.equal(maps, want_maps)
+    assert state.rows.shape == (8, TOP_PATCHES, model.memory_bank.shape[1]) and state.ids.tolist() == list(range(8))

@@ -63,3 +63,16 @@ def test_gate_round_trips_and_refuses_bad_input() -> None:
         TypeGate.fit(x[:1], ["dirt"])
     with pytest.raises(ValueError, match="one type name per row"):
         TypeGate.fit(x, ["dirt"] * 9)
+
+
+def test_gate_records_its_descriptor_and_reads_version_1_files_as_pooled() -> None:
+    x = _cluster(8.0, 0, 10, 0)
+    gate = TypeGate.fit(x, ["dirt"] * 10, descriptor="defect-centred")
+    doc = gate.to_json()
+    assert doc["gate_version"] == 2 and TypeGate.from_saved(doc, gate.tensors()).descriptor == "defect-centred"
+    old = {k: v for k, v in doc.items() if k not in ("gate_version", "descriptor")}  # as saved before version 2
+    assert TypeGate.from_saved(old, gate.tensors()).descriptor == "pooled"
+    with pytest.raises(ValueError, match="newer than this program"):
+        TypeGate.from_saved({**doc, "gate_version": 3}, gate.tensors())
+    with pytest.raises(ValueError, match="unknown defect descriptor"):
+        TypeGate.from_saved({**doc, "descriptor": "whole"}, gate.tensors())

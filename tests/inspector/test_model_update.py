@@ -1,0 +1,53 @@
+"""An incremental update recalibrates its thresholds by the full train's leave-one-out rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inspector.calibration import calibrate_good_only
+from inspector.manifest import Manifest
+from inspector.model_update import update_model
+from inspector.training import train
+from models.patchcore.loo_state import STATE_FILE
+
+
+def _meta(model_dir: Path) -> dict:
+    return json.loads((model_dir / "model.json").read_text())["metadata"]
+
+
+def test_update_recalibrates_with_a_new_frr_statement_and_chains(synthetic_pills, tiny_config, tmp_path: Path) -> None:
+    root, manifest, _ = synthetic_pills
+    torch.manual_seed(0)
+    base = tmp_path / "v1"
+    train(Manifest("pill-train", manifest.split("train")), root, base, config=tiny_config, device="cpu")
+    assert (base / STATE_FILE).is_file()
+    good = [it for it in manifest.split("test") if not it.is_anomalous]
+    v2, v3 = tmp_path / "v2", tmp_path / "v3"
+    update_model(base, v2, root, add=Manifest("g1", good[:3]), device="cpu")
+    meta = _meta(v2)
+    assert meta["thresholds_from"].startswith("recalibrated")
+    scores = np.array(meta["calibration_scores"])
+    assert scores.size == 16 + 3 == meta["thresholds"]["frr"]["n_good"]
+    # the rule is training's own: the stored decision is calibrate_good_only on the stored scores
+    want = calibrate_good_only(scores, None, meta["thresholds"]["target_frr"])
+    assert meta["thresholds"]["decision"] == want.decision and meta["thresholds"]["frr"] == want.frr
+    rec = meta["recalibration"]
+    assert rec["images"] == 19 and rec["rescored_exact"] + rec["uncertified"] == 19 and rec["rescored_exact"] >= 3
+    # a second update starts from the first one's kept patches
+    update_model(v2, v3, root, add=Manifest("g2", good[3:5]), device="cpu")
+    assert _meta(v3)["thresholds"]["frr"]["n_good"] == 21 and (v3 / STATE_FILE).is_file()
+
+
+def test_model_without_kept_patches_keeps_its_thresholds_and_says_so(trained_tiny, synthetic_pills, tmp_path) -> None:
+    root, manifest, _ = synthetic_pills
+    good = [it for it in manifest.split("test") if not it.is_anomalous][:2]
+    out = tmp_path / "v2"
+    update_model(trained_tiny, out, root, add=Manifest("g", good), device="cpu")
+    meta = _meta(out)
+    assert meta["thresholds"] == _meta(trained_tiny)["thresholds"]
+    assert "not recalibrated" in meta["thresholds_from"]
+    assert not (out / STATE_FILE).exists()
