@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from inspector.calibration import DEFAULT_TARGET_FRR, calibrate_good_only
+from inspector.calibration import DEFAULT_RULE, DEFAULT_TARGET_FRR, calibrate_good_only
 from inspector.errors import ConfigError, ManifestError, ModelError
 from inspector.manifest import Manifest, ManifestItem
 from inspector.preprocess import resolve_device
@@ -117,10 +117,8 @@ def recalibrated(
         maps = anomaly_map(new.patch_scores[:256].to(model.mean.device), size, model.config.sigma).cpu().numpy()
     target = float(old.get("target_frr") or DEFAULT_TARGET_FRR)
     values = state.scores.numpy()
-    # The rule the model was calibrated by: thresholds saved before the tail rule carry no "tail" key.
-    rule = "tail" if old.get("tail") or "tail fit" in str(old.get("method", "")) else "order"
-    if "tail" in old and old.get("method", "").startswith("good-only"):
-        rule = "tail"  # a tail-rule model with too few scores for the fit then; the update may have enough
+    # Thresholds saved before the tail rule carry no "tail" key: keep the order statistic they had.
+    rule = DEFAULT_RULE if "tail" in old else "order"
     thresholds = calibrate_good_only(values, maps, target, rule=rule)
     if maps is None and "map_low" in old:  # no new maps: the old colour range's floor stands
         thresholds = replace(thresholds, map_low=float(old["map_low"]))
