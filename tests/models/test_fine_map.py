@@ -18,7 +18,12 @@ from models.patchcore.model import resolve_map_layers
 from models.patchcore.serialization import load_patchcore, save_patchcore
 
 TINY = PatchCoreConfig(
-    layers=("blocks.1", "blocks.2"), input_size=64, coreset_ratio=0.5, pretrained=False, feature_stride=8
+    layers=("blocks.1", "blocks.2"),
+    input_size=64,
+    coreset_ratio=0.5,
+    pretrained=False,
+    feature_stride=8,
+    map_layers="auto",
 )
 
 
@@ -38,11 +43,11 @@ def pair() -> tuple[PatchCore, PatchCore]:
 
 
 def test_auto_picks_pixels_and_the_stride_4_and_8_stages() -> None:
-    assert resolve_map_layers(PatchCoreConfig()) == ("pixels", "blocks.1", "blocks.2")
-    assert resolve_map_layers(PatchCoreConfig(backbone="resnet18")) == ("pixels", "layer1", "layer2")
-    # A score grid already at stride 4, or the setting off: no second bank.
-    assert resolve_map_layers(PatchCoreConfig(feature_stride=4)) == ()
-    assert resolve_map_layers(PatchCoreConfig(map_layers=None)) == ()
+    assert resolve_map_layers(PatchCoreConfig(map_layers="auto")) == ("pixels", "blocks.1", "blocks.2")
+    assert resolve_map_layers(PatchCoreConfig(backbone="resnet18", map_layers="auto")) == ("pixels", "layer1", "layer2")
+    # A score grid already at stride 4, or the setting off (the default): no second bank.
+    assert resolve_map_layers(PatchCoreConfig(feature_stride=4, map_layers="auto")) == ()
+    assert resolve_map_layers(PatchCoreConfig()) == ()
 
 
 def test_image_score_is_unchanged_and_the_map_grid_is_finer(pair) -> None:
@@ -86,9 +91,9 @@ def test_save_and_load_keep_the_fine_map_and_old_models_keep_theirs(pair, tmp_pa
 
 
 def test_fine_map_outlines_a_hairline_crack_better() -> None:
-    """Pretrained lite0 at the default 112 px: thin synthetic cracks on concrete. The coarse 14x14
+    """Pretrained lite0 at the default 112 px, fine map on: thin synthetic cracks on concrete. The coarse 14x14
     map smears them; the fine map must localise them clearly better (pooled pixel AUROC)."""
-    model = PatchCore(PatchCoreConfig())
+    model = PatchCore(PatchCoreConfig(map_layers="auto", sigma=2.0))
     good = [make_sample("surface", i, None, size=112).image for i in range(12)]
     model.fit([torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).float() / 255])
     bad = [make_sample("surface", i, "crack", size=112) for i in range(6)]
