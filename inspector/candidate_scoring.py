@@ -21,7 +21,6 @@ from inspector import metrics
 from inspector.preprocess import to_batch
 from inspector.synthetic_defects import defective_set
 from models.patchcore import PatchCore, PatchCoreConfig
-from models.patchcore.anomaly_map import anomaly_map
 
 DEFAULT_BUDGET_MS = 33.0  # the station shows 30 frames/s with Grad-CAM
 # Criterion weights, fixed before any measurement: detection first, localisation second.
@@ -204,7 +203,7 @@ def _evaluate(
         for f in group.eval_feats:
             score, patch = model.score_embedding(model.embed_features(f, group.hw))
             scores.append(score.float().cpu().numpy())
-            maps += [_to(a, data.grid) for a in anomaly_map(patch, group.hw, model.config.sigma).float().cpu().numpy()]
+            maps += [_to(a, data.grid) for a in model.pixel_map(f, patch, group.hw).float().cpu().numpy()]
     sc, mp = np.concatenate(scores), np.stack(maps)
     s.image_auroc = metrics.image_auroc(sc, data.labels)
     s.pixel_auroc = metrics.pixel_auroc(mp, data.masks)

@@ -23,7 +23,6 @@ from inspector.calibration import Thresholds
 from inspector.errors import ConfigError, ModelError
 from inspector.pipeline import InspectionResult, Inspector, ModelInfo, inspect_batch
 from models.patchcore import PatchCore
-from models.patchcore.anomaly_map import anomaly_map
 
 FORMAT = "inspector-patchcore-onnx"
 FORMAT_VERSION = "1"
@@ -46,9 +45,9 @@ class ScoreAndMap(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m, hw = self.model, self.hw
         # Sizes as Python constants, not traced shapes: pooling and resizing stay static ops.
-        emb = m.embed_features(m.extractor(m.normalize(images)), hw)
-        score, patch = m.score_embedding(emb, exact=True)
-        return score, anomaly_map(patch, hw, m.config.sigma)
+        feats = m.extractor(m.normalize(images))
+        score, patch = m.score_embedding(m.embed_features(feats, hw), exact=True)
+        return score, m.pixel_map(feats, patch, hw)
 
 
 def export_onnx(model: PatchCore, path: str | Path, metadata: dict[str, Any], opset: int = 18) -> Path:

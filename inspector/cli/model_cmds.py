@@ -78,6 +78,12 @@ class BackboneChoice(click.Choice):  # type: ignore[type-arg]
 )
 @click.option("--allow-over-budget", is_flag=True, help="Let the search choose a candidate over --budget-ms.")
 @click.option(
+    "--fine-map",
+    is_flag=True,
+    help="A finer anomaly map (every 4 px, a second small bank of stride-4 stages); the score is unchanged. "
+    "Sharper on small pasted defects, weaker on ksdd's loose real masks, about 1.3-1.5x per frame (README).",
+)
+@click.option(
     "--target-frr",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=0.02,
@@ -131,6 +137,7 @@ def train_cmd(
     search: bool = True,
     budget_ms: float = 33.0,
     allow_over_budget: bool = False,
+    fine_map: bool = False,
 ) -> None:
     """Fit PatchCore on the manifest's good training images, calibrate the threshold, save.
 
@@ -170,6 +177,7 @@ def train_cmd(
         coreset_ratio=coreset_ratio or defaults.coreset_ratio,
         seed=seed,
         weights=weights,
+        **({"map_layers": "auto", "sigma": 2.0} if fine_map else {}),
     )
     pinned: dict[str, object] = {
         k: v

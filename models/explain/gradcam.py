@@ -58,6 +58,7 @@ class ScoreTarget:
         self.descriptor = descriptor  # what ``pooled`` holds: a type gate's descriptor
         self.score: torch.Tensor | None = None
         self.patch_scores: torch.Tensor | None = None
+        self.map_patch_scores: torch.Tensor | None = None
         self.defect_logits: torch.Tensor | None = None
         self.pooled: torch.Tensor | None = None  # pooled features of ``pooled_layers``, for a type gate
         self.forward_ms = 0.0  # so callers can tell inference from Grad-CAM's extra cost
@@ -68,6 +69,8 @@ class ScoreTarget:
         emb = self.model.embed_features(feats, (images.shape[-2], images.shape[-1]))
         score, patch = self.model.score_embedding(emb)
         self.score, self.patch_scores = score.detach(), patch.detach()
+        # The map's own (finer) grid, from the same features and without gradients.
+        self.map_patch_scores = self.model.map_patch_scores(feats, self.patch_scores, tuple(images.shape[-2:]))
         if self.head is not None:
             self.defect_logits = self.head(describe(feats, self.head.layers, self.head.descriptor, patch)).detach()
         if self.pooled_layers:
@@ -128,9 +131,9 @@ def anomaly_grad_cam(
     target = ScoreTarget(model, head, pooled_layers, descriptor)
     images = images.to(model.mean.device)
     cam = layer_grad_cam(target, stage_module(model, layer), images)
-    if target.score is None or target.patch_scores is None:  # pragma: no cover - Captum always runs it
+    if target.score is None or target.map_patch_scores is None:  # pragma: no cover - Captum always runs it
         raise RuntimeError("Grad-CAM ran no forward pass")
-    amap = anomaly_map(target.patch_scores, (images.shape[-2], images.shape[-1]), model.config.sigma)
+    amap = anomaly_map(target.map_patch_scores, (images.shape[-2], images.shape[-1]), model.config.sigma)
     return ScoreCam(cam, target.score, amap, target.defect_logits, target.forward_ms, target.pooled)
 
 

@@ -58,6 +58,12 @@ def save_patchcore(model: PatchCore, directory: str | Path, metadata: dict[str, 
     if model.channel_mean.numel():
         tensors["channel_mean"] = model.channel_mean.detach().cpu().contiguous()
         tensors["channel_scale"] = model.channel_scale.detach().cpu().contiguous()
+    fine = model.fine_map
+    if fine is not None and fine.is_fitted:
+        tensors["map_bank"] = fine.bank.detach().cpu().contiguous()
+        tensors["map_channel_mean"] = fine.channel_mean.detach().cpu().contiguous()
+        tensors["map_channel_scale"] = fine.channel_scale.detach().cpu().contiguous()
+        tensors["map_unit"] = fine.unit.detach().cpu().reshape(1).contiguous()
     tmp = out / (TENSOR_FILE + ".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(out / TENSOR_FILE)
@@ -144,5 +150,24 @@ def load_patchcore(directory: str | Path, device: str | torch.device = "cpu") ->
         if source.shape != bank.shape[:1]:
             raise ModelFileError(f"{tensor_path}: bank_source does not match the memory bank's {bank.shape[0]} rows")
         model.bank_source = source.long()
+    _load_fine_map(model, tensors, tensor_path)
     model.to(device)
     return model, doc.get("metadata", {})
+
+
+def _load_fine_map(model: PatchCore, tensors: dict[str, torch.Tensor], tensor_path: Path) -> None:
+    """The fine map's bank where the model has one (models fitted without it keep the score grid)."""
+    fine = model.fine_map
+    bank = tensors.get("map_bank")
+    if fine is None or bank is None:
+        return
+    mean, scale, unit = (tensors.get(k) for k in ("map_channel_mean", "map_channel_scale", "map_unit"))
+    dim = fine.raw_embed(model.extractor(torch.zeros(1, 3, 32, 32)), (32, 32)).shape[1]
+    if bank.ndim != 2 or bank.shape[1] != dim or mean is None or scale is None or unit is None:
+        raise ModelFileError(f"{tensor_path}: the fine map's bank does not fit its stages {list(fine.layers)}")
+    if mean.shape != (dim,) or scale.shape != (dim,) or unit.numel() != 1:
+        raise ModelFileError(f"{tensor_path}: the fine map's statistics do not fit its {dim} features")
+    fine.bank = bank.float().contiguous()
+    fine.bank_sq = (fine.bank**2).sum(1)
+    fine.channel_mean, fine.channel_scale = mean.float(), scale.float()
+    fine.unit = unit.float().reshape(())

@@ -144,3 +144,17 @@ def test_pipeline_station_cli_and_audit_show_the_state(
     )
     assert res.exit_code == 0, res.output
     assert "b_grey.png: OUT-OF-DOMAIN, routed to review: 1-channel (greyscale) frame" in res.output
+
+
+def test_big_chips_stay_in_domain_and_low_contrast_frames_do_not() -> None:
+    """A chip that takes the demo pill below a quarter of the frame collapses the grey interquartile
+    range (0.14 against 0.39 to 0.58 in training: chip 4 was flagged before the pair rule), while
+    the 10-90% range stays put; a frame whose contrast is squeezed around its own medians moves both."""
+    profile = profile_frames([(make_sample("pill", i, None).image, SourceFormat(3, 8)) for i in range(64)])
+    for i in (4, 5):
+        assert profile.check(make_sample("pill", i, "chip").image, SourceFormat(3, 8)) is None
+    frame = make_sample("pill", 70, None).image.astype(np.float32)
+    median = np.median(frame.reshape(-1, 3), axis=0)
+    squeezed = np.clip(median + (frame - median) * 0.3, 0, 255).astype(np.uint8)
+    reason = profile.check(squeezed, SourceFormat(3, 8)) or ""
+    assert "contrast" in reason or "10-90%" in reason, reason
