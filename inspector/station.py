@@ -324,7 +324,9 @@ class Station:
             judged = [r if r.threshold == t else self._rejudge(r) for r, _, _ in jobs]
             try:
                 with self.store.transaction():
-                    ids: list[int] | None = [self._record(model_id, r, g) for r, (_, g, _) in zip(judged, jobs)]
+                    ids: list[int] | None = [
+                        self._record(model_id, r, g) for r, (_, g, _) in zip(judged, jobs, strict=True)
+                    ]
             except Exception:  # nothing of the group was committed: the transaction is atomic
                 ids = None
             if ids is not None:
@@ -354,8 +356,16 @@ class Station:
             return None
         th = self.inspector.thresholds
         result = InspectionResult(
-            rec.frame_index, rec.source, rec.frame, rec.score, rec.threshold, th.review, rec.verdict,
-            rec.anomaly_map.astype(np.float16), rec.latency_ms, frame_sha256(rec.frame),
+            rec.frame_index,
+            rec.source,
+            rec.frame,
+            rec.score,
+            rec.threshold,
+            th.review,
+            rec.verdict,
+            rec.anomaly_map.astype(np.float16),
+            rec.latency_ms,
+            frame_sha256(rec.frame),
         )
         gradcam = None if rec.gradcam is None else rec.gradcam.astype(np.float16)
         return StationItem(result, inspection_id, gradcam, {"reloaded": True}, index=index)

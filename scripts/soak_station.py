@@ -155,9 +155,19 @@ class StallSampler:
         return self.seen.most_common(6)
 
 
-def stream(store: AuditStore, user: Any, setup: app_logic.DemoSetup, n: int, station: str, *,
-           one_pass: bool, keep: int, writer: bool = True, report_every: int = 0,
-           sample_stalls: bool = False) -> dict[str, Any]:
+def stream(
+    store: AuditStore,
+    user: Any,
+    setup: app_logic.DemoSetup,
+    n: int,
+    station: str,
+    *,
+    one_pass: bool,
+    keep: int,
+    writer: bool = True,
+    report_every: int = 0,
+    sample_stalls: bool = False,
+) -> dict[str, Any]:
     """Streams ``n`` frames through a live operator view; returns the run's figures.
 
     ``writer``: audit records on their own thread (the app's default) or on the frame's path.
@@ -166,8 +176,14 @@ def stream(store: AuditStore, user: Any, setup: app_logic.DemoSetup, n: int, sta
 
     sources_mod.open_source = lambda spec: RepeatSource(setup.line_folder, n)  # what run_station opens
     session = app_logic.AppSession(
-        store, user, model_dir=setup.model_dir, station=station, device="cpu", keep=keep,
-        explain_factory=None if one_pass else default_explainer, record_writer=writer,
+        store,
+        user,
+        model_dir=setup.model_dir,
+        station=station,
+        device="cpu",
+        keep=keep,
+        explain_factory=None if one_pass else default_explainer,
+        record_writer=writer,
     )
     view = OperatorWidget(session)
     view.resize(1280, 800)
@@ -201,9 +217,12 @@ def stream(store: AuditStore, user: Any, setup: app_logic.DemoSetup, n: int, sta
             now_rss = rss_mb()
             growth = now_rss - rss.get("at_1000", now_rss)
             n_rec = recorded(store, station)  # the writer may be a few frames ahead of the screen
-            print(f"  checkpoint {k:>7} frames shown  {fps:5.1f} frames/s  RSS {now_rss:7.1f} MB (growth from frame "
-                  f"{RSS_FROM_FRAME}: {growth:.1f} MB)  recorded {n_rec} (shown, not recorded: {max(0, k - n_rec)})  "
-                  f"longest stall so far {worst['stall_ms']:.0f} ms", flush=True)
+            print(
+                f"  checkpoint {k:>7} frames shown  {fps:5.1f} frames/s  RSS {now_rss:7.1f} MB (growth from frame "
+                f"{RSS_FROM_FRAME}: {growth:.1f} MB)  recorded {n_rec} (shown, not recorded: {max(0, k - n_rec)})  "
+                f"longest stall so far {worst['stall_ms']:.0f} ms",
+                flush=True,
+            )
             worst["last"] = time.perf_counter()  # the checkpoint's own query is not the station's stall
 
     view.frame_shown.connect(on_shown)
@@ -282,8 +301,16 @@ def compare(store: AuditStore, user: Any, setup: app_logic.DemoSetup, n: int, ke
     stalls = {k: 0.0 for k in PATHS}
     for r in range(rounds):
         for i, (name, (one_pass, writer)) in enumerate(PATHS.items()):
-            res = stream(store, user, setup, max(10, n // rounds), f"compare-{i}-{r}", one_pass=one_pass, keep=keep,
-                         writer=writer)
+            res = stream(
+                store,
+                user,
+                setup,
+                max(10, n // rounds),
+                f"compare-{i}-{r}",
+                one_pass=one_pass,
+                keep=keep,
+                writer=writer,
+            )
             totals[name][0] += res["shown"] - 1
             totals[name][1] += (res["shown"] - 1) / res["fps"]
             stalls[name] = max(stalls[name], res["stall_ms"])
@@ -299,11 +326,18 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=100_000, help="frames in the soak (default 100,000)")
     parser.add_argument("--compare", type=int, default=300, help="frames per path in the side-by-side fps run")
     parser.add_argument("--keep", type=int, default=64, help="frames the station keeps in memory")
-    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "inspector-soak",
-                        help="where the demo model is made once and reused")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "inspector-soak",
+        help="where the demo model is made once and reused",
+    )
     parser.add_argument("--keep-store", action="store_true", help="leave the soak's audit store on disk")
-    parser.add_argument("--sample-stalls", action="store_true",
-                        help="sample the UI thread's stack whenever the watchdog is 40 ms late, print the commonest")
+    parser.add_argument(
+        "--sample-stalls",
+        action="store_true",
+        help="sample the UI thread's stack whenever the watchdog is 40 ms late, print the commonest",
+    )
     parser.add_argument("--report-every", type=int, default=10_000, help="frames between printed checkpoints")
     args = parser.parse_args()
     os.environ["INSPECTOR_HOME"] = str(args.home)
@@ -315,27 +349,42 @@ def main() -> int:
     setup = app_logic.prepare_demo(device="cpu")
     run_dir = Path(tempfile.mkdtemp(prefix="soak-", dir=args.home))
     store, user = fresh_store(run_dir, setup)
-    print(f"demo model {setup.model_dir}; store {run_dir}; torch threads {torch.get_num_threads()}; "
-          f"CPUs {os.cpu_count()} (shared host: figures vary)")
+    print(
+        f"demo model {setup.model_dir}; store {run_dir}; torch threads {torch.get_num_threads()}; "
+        f"CPUs {os.cpu_count()} (shared host: figures vary)"
+    )
     try:
         if args.compare:
             compare(store, user, setup, args.compare, args.keep)
         if not args.frames:
             return 0
         print(f"soak: {args.frames} frames, one pass, explanations on, keep {args.keep} in memory")
-        r = stream(store, user, setup, args.frames, "soak", one_pass=True, keep=args.keep,
-                   report_every=args.report_every, sample_stalls=args.sample_stalls)
+        r = stream(
+            store,
+            user,
+            setup,
+            args.frames,
+            "soak",
+            one_pass=True,
+            keep=args.keep,
+            report_every=args.report_every,
+            sample_stalls=args.sample_stalls,
+        )
     finally:
         store.close()
         if not args.keep_store:
             shutil.rmtree(run_dir, ignore_errors=True)
     growth = r["rss_end"] - r["rss_1000"]
     lost = r["frames"] - r["recorded"]
-    print(f"frames streamed {r['frames']}, shown {r['shown']}, recorded in the audit store {r['recorded']} "
-          f"(lost {lost}); with a Grad-CAM {r['explained']}; per-frame errors {r['errors']}")
+    print(
+        f"frames streamed {r['frames']}, shown {r['shown']}, recorded in the audit store {r['recorded']} "
+        f"(lost {lost}); with a Grad-CAM {r['explained']}; per-frame errors {r['errors']}"
+    )
     print(f"throughput {r['fps']:.1f} frames/s shown (inference + Grad-CAM + overlay + audit record)")
-    print(f"RSS at frame {RSS_FROM_FRAME}: {r['rss_1000']:.1f} MB, at the end: {r['rss_end']:.1f} MB, "
-          f"growth {growth:.1f} MB (limit 200)")
+    print(
+        f"RSS at frame {RSS_FROM_FRAME}: {r['rss_1000']:.1f} MB, at the end: {r['rss_end']:.1f} MB, "
+        f"growth {growth:.1f} MB (limit 200)"
+    )
     print(f"longest event-loop stall {r['stall_ms']:.0f} ms (limit 100); garbage collector: {pauses}")
     for ms, t0, k in r["stalls"]:
         print(f"  stall {ms:.0f} ms at frame {k}: {pauses.during(t0, t0 + (ms + 5) / 1000)}")

@@ -115,8 +115,19 @@ class OperatorWidget(QWidget):
 
     def _side_panel(self) -> QWidget:
         panel = DecisionPanelWidget()
-        for name in ("model_label", "verdict", "score_label", "score_bar", "explain_label", "accept_button",
-                     "reject_button", "prev_button", "next_button", "decision_label", "count_labels"):
+        for name in (
+            "model_label",
+            "verdict",
+            "score_label",
+            "score_bar",
+            "explain_label",
+            "accept_button",
+            "reject_button",
+            "prev_button",
+            "next_button",
+            "decision_label",
+            "count_labels",
+        ):
             setattr(self, name, getattr(panel, name))  # the view draws into them by these names
         self.accept_button.clicked.connect(lambda: self.decide("accept"))
         self.reject_button.clicked.connect(lambda: self.decide("reject"))
@@ -393,7 +404,13 @@ class OperatorWidget(QWidget):
         self.deciding = item
         self._update_controls()
         start_job(
-            self, self.station.decide, self.session.user, item, decision, reason_code, reason_text,
+            self,
+            self.station.decide,
+            self.session.user,
+            item,
+            decision,
+            reason_code,
+            reason_text,
             done=lambda _id: self._after_decision(item),
             failed=lambda exc: self._decision_failed(item, exc),
         )

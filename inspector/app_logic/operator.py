@@ -180,7 +180,7 @@ def agreement_words(agreement: float | None) -> str:
 
 
 def model_caption(station: Station | None, store: AuditStore, model_dir: Any) -> str:
-    """"model v3 · efficientnet_lite0 · trained 2026-11-30": which model is judging, always on screen."""
+    """ "model v3 · efficientnet_lite0 · trained 2026-11-30": which model is judging, always on screen."""
     if station is not None:
         info = station.inspector.info
         version = f"v{station.model_version_id}" if station.model_version_id is not None else "not registered"
