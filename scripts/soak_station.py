@@ -145,8 +145,9 @@ class StallSampler:
         while not self._stop.wait(0.01):
             if time.perf_counter() - self.last["last"] > 0.04:
                 frame = sys._current_frames().get(self.ui)
-                if frame is not None:
-                    stack = traceback.extract_stack(frame)[-3:]
+                stack = traceback.extract_stack(frame)[-3:] if frame is not None else []
+                del frame  # at once: a held frame keeps its locals (a QPainter) alive past their call
+                if stack:
                     self.seen[" < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack))] += 1
 
     def stop(self) -> list[tuple[str, int]]:

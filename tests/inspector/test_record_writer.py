@@ -128,3 +128,31 @@ def test_a_replaced_station_is_freed_without_the_cycle_collector(store, trained_
         assert ref() is None and model() is None
     finally:
         gc.enable()
+
+
+def test_with_the_store_down_the_writer_queues_every_record_in_order(store, trained_tiny: Path, frames: Path) -> None:
+    from sqlalchemy import event
+
+    st = station(store, trained_tiny)
+    announced = []
+    st.events.frame_ready.connect(announced.append)
+
+    def read_only(dbapi_conn, _rec) -> None:
+        dbapi_conn.execute("PRAGMA query_only = ON")
+
+    store.engine.dispose()
+    event.listen(store.engine, "connect", read_only)
+    try:
+        st.start_writer()
+        list(st.run(FolderSource(frames)))
+        st.close_writer()
+    finally:
+        event.remove(store.engine, "connect", read_only)
+        store.engine.dispose()
+    assert [it.index for it in announced] == list(range(6))
+    assert all(it.inspection_id is None and it.queued_uid for it in announced)  # queued, not lost
+    assert st.counts.queued == 6 and store.queue_length == 6
+    assert st.flush_queue() == 0
+    ids = [store.inspection_id_for(it.queued_uid) for it in announced]
+    assert None not in ids and ids == sorted(ids)  # replayed in the order they were taken
+    assert store.verify().ok
