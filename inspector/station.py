@@ -9,6 +9,10 @@ stream's worker for frames), so a Qt subscriber re-emits them as a queued Qt sig
 
 A shift is bounded: ``history`` keeps the newest ``keep`` frames in memory and reloads older
 ones from the audit store when the operator steps back (``inspector.shift_history``).
+
+With ``start_writer`` (the app does it) records are written on their own thread, in order and
+in groups (``inspector.record_writer``), while the model goes on with the next frame; a frame's
+``frame_ready`` still fires only once its record is written or queued.
 """
 
 from __future__ import annotations

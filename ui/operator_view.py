@@ -6,6 +6,7 @@ station's events (frame ready, decision recorded, queue changed, model changed),
 forwards decisions to ``Station.decide``, which owns the rules (a reason when overruling) and
 runs on a worker too: a store retrying through an outage never freezes the screen. The station
 keeps only its newest frames in memory; stepping further back reloads from the audit store.
+Records are written by the station's writer thread; a frame arrives here once it is recorded.
 """
 
 from __future__ import annotations
