@@ -9,6 +9,7 @@ past the window reloads the frame and its maps from the store.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from array import array
 from collections import OrderedDict, deque
@@ -25,6 +26,7 @@ DEFAULT_KEEP = 64
 DECISION_CODES = {None: 0, "accept": 1, "reject": 2}
 DECISION_NAMES = {v: k for k, v in DECISION_CODES.items()}
 NO_ID = -1
+_TOKENS = itertools.count(1)
 
 
 def compact_map(m: np.ndarray | None) -> np.ndarray | None:
@@ -47,6 +49,7 @@ class ShiftHistory:
         self._queued: dict[int, str] = {}  # frame index -> queued record's uid, until it is flushed
         self._reloaded: OrderedDict[int, StationItem] = OrderedDict()  # the operator stepping back
         self._lock = threading.Lock()  # the stream's thread appends while the UI's thread reads
+        self.token = next(_TOKENS)  # stamped on each item: a late event from a replaced shift is known as such
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -75,7 +78,7 @@ class ShiftHistory:
         item.result.anomaly_map = compact_map(item.result.anomaly_map)  # type: ignore[assignment]
         item.gradcam = compact_map(item.gradcam)
         with self._lock:
-            item.index = len(self._ids)
+            item.index, item.shift = len(self._ids), self.token
             self._ids.append(NO_ID if item.inspection_id is None else item.inspection_id)
             self._decision_ids.append(NO_ID)
             self._decisions.append(0)
@@ -115,7 +118,7 @@ class ShiftHistory:
         if item is None:
             return None
         with self._lock:
-            item.index = index
+            item.index, item.shift = index, self.token
             self._ids[index] = item.inspection_id if item.inspection_id is not None else NO_ID
             if item.inspection_id is not None:
                 self._queued.pop(index, None)

@@ -9,11 +9,16 @@ stream's worker for frames), so a Qt subscriber re-emits them as a queued Qt sig
 
 A shift is bounded: ``history`` keeps the newest ``keep`` frames in memory and reloads older
 ones from the audit store when the operator steps back (``inspector.shift_history``).
+
+With ``start_writer`` (the app does it) records are written on their own thread, in order and
+in groups (``inspector.record_writer``), while the model goes on with the next frame; a frame's
+``frame_ready`` still fires only once its record is written or queued.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +32,7 @@ from inspector.audit.model_files import ModelMismatch, differences, hash_model_d
 from inspector.calibration import Thresholds
 from inspector.errors import InspectorError
 from inspector.pipeline import InspectionResult, Inspector
+from inspector.record_writer import DEFAULT_DEPTH, RecordWriter
 from inspector.shift_history import DEFAULT_KEEP, ShiftHistory
 from inspector.sources import Frame, FrameSource
 
@@ -44,12 +50,33 @@ REASON_CODES = (
 )
 
 
+class Submitted:
+    """What ``inspect`` yields for a frame handed to the writer; ``frame_ready`` follows once written."""
+
+    def __repr__(self) -> str:
+        return "SUBMITTED"
+
+
+SUBMITTED = Submitted()
+
+
 class ModelNotRegistered(InspectorError):
     """The station's model is not in the audit store, so decisions could not name it."""
 
 
 class ReasonRequired(InspectorError):
     """A decision that disagrees with the model needs a reason (21 CFR 11 record of intent)."""
+
+
+def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` without a strong reference to its object (None once the object is gone)."""
+    ref = weakref.WeakMethod(method)  # type: ignore[arg-type]
+
+    def call(*args: Any) -> Any:
+        bound = ref()
+        return None if bound is None else bound(*args)
+
+    return call
 
 
 def disagrees(verdict: str, decision: str) -> bool:
@@ -69,6 +96,7 @@ class StationItem:
     decision_id: int | None = None
     queued_uid: str | None = None  # how to find the record's id once the queue has flushed
     index: int = -1  # position in the shift, set when the station takes the item
+    shift: int = 0  # the token of the shift (``ShiftHistory``) that took it
 
 
 @dataclass
@@ -116,12 +144,16 @@ class Station:
         self.analyse = analyse
         self.events = StationEvents()
         self.counts = ShiftCounts()
-        self.history = ShiftHistory(keep, self._reload)
+        # Weakly: no station <-> history cycle, so a replaced station is freed by reference counting
+        # even when the app has frozen the heap out of the garbage collector's sight (runtime.settle_heap).
+        self.history = ShiftHistory(keep, _weakly(self._reload))
         self.trained_thresholds = inspector.thresholds
         self.unregistered_why = ""
         self.model_version_id = self.find_model_version()
         self.messages: list[str] = []
         self._lock = threading.Lock()  # counts change on the stream's thread and on decisions'
+        self.writer: RecordWriter[Any] | None = None  # see start_writer
+        self._next_index = 0  # with a writer: the index the next submitted frame will get
         self.refresh_threshold()
 
     @property
@@ -218,41 +250,51 @@ class Station:
             result = self._rejudge(result)
         if gradcam is None and extras is None:
             gradcam, extras = self.explain(result) if self.explain else (None, {})
-        extras = extras or {}
         inspection_id: int | None
         queued_uid: str | None = None
-
-        def record() -> int:
-            return self.store.record_inspection(
-                station=self.name,
-                source=result.source,
-                frame_index=result.frame_index,
-                frame=result.image,
-                model_version_id=model_id,
-                score=result.score,
-                threshold=result.threshold,
-                verdict=result.verdict,
-                anomaly_map=result.anomaly_map,
-                gradcam=gradcam,
-                latency_ms=result.latency_ms,
-                note=result.out_of_domain,
-            )
-
         try:
             try:
-                inspection_id = record()
+                inspection_id = self._record(model_id, result, gradcam)
             except ValidationError as exc:
                 if "threshold in force" not in str(exc):
                     raise
                 self.refresh_threshold()  # an engineer changed it mid-shift: judge again, once
                 result = self._rejudge(result)
                 self.messages.append(f"threshold now {result.threshold:.6g} (changed in the audit store)")
-                inspection_id = record()
+                inspection_id = self._record(model_id, result, gradcam)
         except RecordQueued as exc:
             inspection_id, queued_uid = None, exc.uid
             with self._lock:
                 self.counts.queued += 1
             self._say(str(exc))
+        return self._take(result, inspection_id, gradcam, extras or {}, queued_uid)
+
+    def _record(self, model_id: int, result: InspectionResult, gradcam: np.ndarray | None) -> int:
+        return self.store.record_inspection(
+            station=self.name,
+            source=result.source,
+            frame_index=result.frame_index,
+            frame=result.image,
+            model_version_id=model_id,
+            score=result.score,
+            threshold=result.threshold,
+            verdict=result.verdict,
+            anomaly_map=result.anomaly_map,
+            gradcam=gradcam,
+            latency_ms=result.latency_ms,
+            note=result.out_of_domain,
+        )
+
+    def _take(
+        self,
+        result: InspectionResult,
+        inspection_id: int | None,
+        gradcam: np.ndarray | None,
+        extras: dict[str, Any],
+        queued_uid: str | None = None,
+    ) -> StationItem:
+        """The recorded (or queued) frame joins the shift; subscribers hear of it only now, so
+        a frame on screen always has its record and a decision on it always finds it."""
         item = StationItem(result, inspection_id, gradcam, extras, queued_uid=queued_uid)
         self.history.append(item)
         with self._lock:
@@ -262,6 +304,41 @@ class Station:
         if queued_uid is not None:
             self.events.queue_changed.emit(self.store.queue_length)
         return item
+
+    # ------------------------------------------------------------------ the audit writer
+    def start_writer(self, depth: int = DEFAULT_DEPTH) -> None:
+        """From now on ``inspect`` hands records to a writer thread (``inspector.record_writer``)
+        and goes on with the next frame; ``close_writer`` writes what is pending."""
+        if self.writer is None:
+            self._next_index = len(self.history)
+            self.writer = RecordWriter(self._write_group, depth, name=f"audit-writer-{self.name}")
+
+    def close_writer(self) -> None:
+        """Writes every pending record, then stops the writer (the stream's end, or its stop)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.close()
+
+    def _write_group(self, jobs: Sequence[tuple[InspectionResult, np.ndarray | None, dict[str, Any]]]) -> None:
+        """On the writer's thread: records a group in one transaction (one commit, one head-file
+        write); if the group fails as a whole, one by one, so each is re-judged or queued alone."""
+        if len(jobs) > 1:
+            model_id = self._require_model()
+            t = self.inspector.thresholds.decision
+            judged = [r if r.threshold == t else self._rejudge(r) for r, _, _ in jobs]
+            try:
+                with self.store.transaction():
+                    ids: list[int] | None = [
+                        self._record(model_id, r, g) for r, (_, g, _) in zip(judged, jobs, strict=True)
+                    ]
+            except Exception:  # nothing of the group was committed: the transaction is atomic
+                ids = None
+            if ids is not None:
+                for r, iid, (_, g, extras) in zip(judged, ids, jobs, strict=True):
+                    self._take(r, iid, g, extras)
+                return
+        for result, gradcam, extras in jobs:
+            self.process(result, gradcam, extras)
 
     def _say(self, text: str) -> None:
         self.messages.append(text)
@@ -283,21 +360,29 @@ class Station:
             return None
         th = self.inspector.thresholds
         result = InspectionResult(
-            rec.frame_index, rec.source, rec.frame, rec.score, rec.threshold, th.review, rec.verdict,
-            rec.anomaly_map.astype(np.float16), rec.latency_ms, frame_sha256(rec.frame),
+            rec.frame_index,
+            rec.source,
+            rec.frame,
+            rec.score,
+            rec.threshold,
+            th.review,
+            rec.verdict,
+            rec.anomaly_map.astype(np.float16),
+            rec.latency_ms,
+            frame_sha256(rec.frame),
         )
         gradcam = None if rec.gradcam is None else rec.gradcam.astype(np.float16)
         return StationItem(result, inspection_id, gradcam, {"reloaded": True}, index=index)
 
     def inspect(
         self, images: Sequence[np.ndarray], names: Sequence[str], formats: Sequence[Any] | None = None
-    ) -> Iterator[StationItem | str]:
+    ) -> Iterator[StationItem | Submitted | str]:
         """Inspects (and explains) a batch, then records each frame in order.
 
         A batch the model fails on is retried frame by frame, and a frame that still fails is
         counted as unreadable with its reason: one odd frame never ends a shift.
         """
-        start = len(self.history)
+        start = self._next_index if self.writer is not None else len(self.history)
         try:
             if self.analyse is not None:
                 analysed = self.analyse(images, sources=names, start_index=start, formats=formats)
@@ -313,7 +398,14 @@ class Station:
             yield self.skip(names[0], f"the model could not process it ({type(exc).__name__}: {exc})")
             return
         for result, gradcam, extras in done:
-            yield self.process(result, gradcam, extras)
+            if self.writer is None:
+                yield self.process(result, gradcam, extras)
+                continue
+            if gradcam is None and extras is None:  # the model runs here, never on the writer's thread
+                gradcam, extras = self.explain(result) if self.explain else (None, {})
+            self.writer.submit((result, gradcam, extras or {}))
+            self._next_index += 1
+            yield SUBMITTED
 
     def skip(self, name: str, reason: str) -> str:
         """Counts a frame as unreadable and says why."""
@@ -323,11 +415,11 @@ class Station:
         self.events.frame_skipped.emit(text)
         return text
 
-    def run(self, source: FrameSource, batch_size: int = 1) -> Iterator[StationItem | str]:
+    def run(self, source: FrameSource, batch_size: int = 1) -> Iterator[StationItem | Submitted | str]:
         """Inspects a whole source; yields items, and messages for frames that could not be read."""
         pending: list[Frame] = []
 
-        def flush() -> Iterator[StationItem | str]:
+        def flush() -> Iterator[StationItem | Submitted | str]:
             self.refresh_threshold()
             yield from self.inspect(
                 [f.image for f in pending if f.image is not None],

@@ -1,7 +1,8 @@
 """The engineer's screen: data, training, evaluation with a live threshold, model versions.
 
 Training and evaluation run on a ``Worker``; every change that matters (a threshold, an
-activation, a rollback) asks for a reason and goes through the audit store, which logs it.
+activation, a rollback) asks for a reason and goes through the audit store, which logs it, on a
+one-off worker too: a store waiting out another writer's lock never freezes the screen.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from inspector.errors import InspectorError
 from ui.feedback_queue import FeedbackQueueWidget
 from ui.widgets.plots import EvaluationPlotWidget
 from ui.widgets.reason_dialog import ReasonDialog
-from ui.workers import Worker
+from ui.workers import Worker, start_job, stop_jobs
 
 MODEL_COLUMNS = ("id", "state", "backbone", "weights", "trained by", "created", "threshold", "folder")
 COMPARE_COLUMNS = ("model", "image AUROC", "F1 max", "threshold", "false-reject rate", "miss rate")
@@ -64,6 +65,7 @@ class EngineerWidget(QWidget):
 
     training_done = Signal(object)  # model id, or the exception
     evaluation_done = Signal(object)
+    changed = Signal(str)  # a logged change (threshold, activation, rollback) is recorded: what, or why not
 
     def __init__(self, session: app_logic.AppSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -72,6 +74,7 @@ class EngineerWidget(QWidget):
         self.summary: app_logic.EvalSummary | None = None
         self.compared: dict[int, app_logic.EvalSummary] = {}
         self.reason_dialog: ReasonDialog | None = None
+        self.changing = False  # a logged change is on its way to the store
         self._range = (0.0, 1.0)
         self._threshold = 0.0  # exact; the slider only has SLIDER_STEPS positions
         grid = QGridLayout(self)
@@ -129,13 +132,19 @@ class EngineerWidget(QWidget):
         self.models_table = _table(MODEL_COLUMNS)
         lay.addWidget(self.models_table, 1)
         row = QHBoxLayout()
-        buttons = (("Evaluate", self.evaluate_selected), ("Compare selected", self.compare_selected),
-                   ("Activate…", self.activate_selected), ("Roll back…", self.rollback),
-                   ("Explanations…", self.show_explanations))
+        buttons = (
+            ("Evaluate", self.evaluate_selected),
+            ("Compare selected", self.compare_selected),
+            ("Activate…", self.activate_selected),
+            ("Roll back…", self.rollback),
+            ("Explanations…", self.show_explanations),
+        )
+        self.version_buttons: dict[str, QPushButton] = {}
         for text, slot in buttons:
             b = QPushButton(text)
             b.clicked.connect(slot)
             row.addWidget(b)
+            self.version_buttons[text] = b
         lay.addLayout(row)
         self.compare_table = _table(COMPARE_COLUMNS)
         self.compare_table.setMaximumHeight(110)
@@ -263,8 +272,9 @@ class EngineerWidget(QWidget):
         paths = self._paths()
         if paths is None:
             return
-        worker = Worker(app_logic.train_and_register, self.session, *paths, progress_arg="progress",
-                        stop_arg="should_stop")
+        worker = Worker(
+            app_logic.train_and_register, self.session, *paths, progress_arg="progress", stop_arg="should_stop"
+        )
         worker.yielded.connect(self._on_progress)
         self.progress.setValue(0)
         self.message("training…")
@@ -343,9 +353,12 @@ class EngineerWidget(QWidget):
         if self.summary is None or self.summary.model_id is None:
             return
         value, mid = self.threshold(), self.summary.model_id
-        self._with_reason(f"Threshold of model {mid}", f"Set the decision threshold to {value:.4f}. Why?",
-                          lambda why: self.session.store.set_threshold(self.session.user, mid, value, why),
-                          f"threshold of model {mid} set to {value:.4f}")
+        self._with_reason(
+            f"Threshold of model {mid}",
+            f"Set the decision threshold to {value:.4f}. Why?",
+            lambda why: self.session.store.set_threshold(self.session.user, mid, value, why),
+            f"threshold of model {mid} set to {value:.4f}",
+        )
 
     def compare_selected(self) -> None:
         ids = [i for i in self.selected_models() if i not in self.compared]
@@ -362,16 +375,26 @@ class EngineerWidget(QWidget):
             self.message("select the model version to activate", error=True)
             return
         mid = ids[0]
-        self._with_reason(f"Activate model {mid}", f"Model version {mid} will judge new frames. Why?",
-                          lambda why: self.session.store.activate_model(self.session.user, mid, why),
-                          f"model version {mid} is now active")
+        self._with_reason(
+            f"Activate model {mid}",
+            f"Model version {mid} will judge new frames. Why?",
+            lambda why: self.session.store.activate_model(self.session.user, mid, why),
+            f"model version {mid} is now active",
+        )
 
     def rollback(self) -> None:
-        self._with_reason("Roll back", "Re-activate the model that was active before this one. Why?",
-                          lambda why: self.session.store.rollback_model(self.session.user, why),
-                          "rolled back to the previous model version")
+        self._with_reason(
+            "Roll back",
+            "Re-activate the model that was active before this one. Why?",
+            lambda why: self.session.store.rollback_model(self.session.user, why),
+            "rolled back to the previous model version",
+        )
 
     def _with_reason(self, title: str, question: str, action: Any, done_text: str) -> None:
+        """Asks why, then records the change on a worker; ``changed`` says when it is done."""
+        if self.changing:
+            self.message("wait: the previous change is still being recorded", error=True)
+            return
         dlg = ReasonDialog(title, question, (), self)
         self.reason_dialog = dlg
 
@@ -381,17 +404,40 @@ class EngineerWidget(QWidget):
             if not result:
                 self.message("nothing changed")
                 return
-            try:
-                action(dlg.text)
-            except InspectorError as exc:
-                self.message(str(exc), error=True)
-                return
-            self.refresh_models()
-            self.message(f"{done_text} (logged with your reason)")
+            why = dlg.text
+
+            def record() -> list[Any]:  # on the worker: the change, then the table's new rows
+                action(why)
+                return self.session.store.models()
+
+            self._set_changing(True)
+            self.message(f"{title}: recording…")
+            start_job(self, record, done=lambda models: self._changed(models, done_text), failed=self._change_failed)
 
         dlg.finished.connect(finished)
         dlg.open()
 
+    def _set_changing(self, busy: bool) -> None:
+        self.changing = busy
+        self.save_threshold_button.setEnabled(not busy and self.summary is not None)
+        for name in ("Activate…", "Roll back…"):
+            self.version_buttons[name].setEnabled(not busy)
+
+    def _changed(self, models: list[Any], done_text: str) -> None:
+        self._set_changing(False)
+        self.models = models
+        _fill(self.models_table, app_logic.model_rows(models))
+        text = f"{done_text} (logged with your reason)"
+        self.message(text)
+        self.changed.emit(text)
+
+    def _change_failed(self, exc: BaseException) -> None:
+        self._set_changing(False)
+        text = str(exc) if isinstance(exc, InspectorError) else f"{type(exc).__name__}: {exc}"
+        self.message(text, error=True)
+        self.changed.emit(text)
+
     def shutdown(self) -> None:
         if self.worker is not None:
             self.worker.stop_and_wait()
+        stop_jobs(self)  # a change on its way to the store is recorded before the view closes

@@ -6,6 +6,7 @@ station's events (frame ready, decision recorded, queue changed, model changed),
 forwards decisions to ``Station.decide``, which owns the rules (a reason when overruling) and
 runs on a worker too: a store retrying through an outage never freezes the screen. The station
 keeps only its newest frames in memory; stepping further back reloads from the audit store.
+Records are written by the station's writer thread; a frame arrives here once it is recorded.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from PySide6.QtWidgets import (
 from inspector import app_logic
 from inspector.app_logic import operator as operator_logic
 from inspector.errors import InspectorError
-from inspector.station import REASON_CODES, ReasonRequired, Station, StationItem
+from inspector.station import REASON_CODES, ReasonRequired, Station, StationItem, Submitted
 from ui.station_bridge import StationBridge
 from ui.widgets.decision_panel import COUNT_FIELDS, DecisionPanelWidget
 from ui.widgets.image_view import FrameWidget
@@ -115,8 +116,19 @@ class OperatorWidget(QWidget):
 
     def _side_panel(self) -> QWidget:
         panel = DecisionPanelWidget()
-        for name in ("model_label", "verdict", "score_label", "score_bar", "explain_label", "accept_button",
-                     "reject_button", "prev_button", "next_button", "decision_label", "count_labels"):
+        for name in (
+            "model_label",
+            "verdict",
+            "score_label",
+            "score_bar",
+            "explain_label",
+            "accept_button",
+            "reject_button",
+            "prev_button",
+            "next_button",
+            "decision_label",
+            "count_labels",
+        ):
             setattr(self, name, getattr(panel, name))  # the view draws into them by these names
         self.accept_button.clicked.connect(lambda: self.decide("accept"))
         self.reject_button.clicked.connect(lambda: self.decide("reject"))
@@ -146,7 +158,7 @@ class OperatorWidget(QWidget):
             return
         self.live = (spec.startswith("camera:") or spec.isdigit()) if live is None else live
         self.show_message(f"loading the model and opening {spec}…")
-        worker = Worker(app_logic.run_station, self.session, spec, credits=IN_FLIGHT)
+        worker = Worker(app_logic.run_station, self.session, spec, credits=self._credits())
         # Signals queued from an older, stopped worker must not reach the new stream's state.
         worker.yielded.connect(lambda item, w=worker: self._on_yielded(item, w))
         worker.errored.connect(lambda exc, w=worker: self._on_error(exc) if w is self.worker else None)
@@ -155,6 +167,11 @@ class OperatorWidget(QWidget):
         self.sources.set_running(True)
         worker.start()
         self.setFocus()
+
+    def _credits(self) -> int:
+        """Frames the stream may run ahead of the screen: ``IN_FLIGHT``, and fewer than the station
+        keeps in memory, so a frame recorded ahead of the screen is still held when it is drawn."""
+        return max(1, min(IN_FLIGHT, self.session.keep - 1))
 
     def stop_stream(self) -> None:
         """Stops and joins the worker: the camera is released before this returns."""
@@ -171,7 +188,15 @@ class OperatorWidget(QWidget):
         self.show_message("paused" if paused else "running")
 
     def _on_yielded(self, item: Any, worker: Worker) -> None:
-        """Flow control and the hand-over of the station; frames arrive through its events."""
+        """Flow control and the hand-over of the station; frames arrive through its events.
+
+        A frame handed to the audit writer is acknowledged when its ``frame_ready`` is drawn, so
+        the stream, the writer and the screen together stay within ``IN_FLIGHT`` frames.
+        """
+        if isinstance(item, Submitted):
+            if worker is not self.worker:
+                worker.ack()
+            return
         if worker is self.worker:
             if isinstance(item, Station):
                 if self.station is not None:
@@ -185,15 +210,16 @@ class OperatorWidget(QWidget):
         worker.ack()
 
     def _on_frame(self, item: StationItem) -> None:
-        if self.station is None or item.index >= len(self.station.history) or item is not self.items.get(item.index):
+        if self.station is None or item.shift != self.station.history.token:
             return  # from a stream already replaced
-        n = len(self.items)
         current = self.current()
-        if self.live or current is None or (self.index == n - 2 and current.decision is not None):
-            self.show_item(n - 1)
+        if self.live or current is None or (self.index == item.index - 1 and current.decision is not None):
+            self.show_item(item.index)  # in order; never evicted yet: see ``_credits``
         self._throttle()
         self._update_counts()
         self._update_controls()
+        if self.worker is not None and self.station.writer is not None:
+            self.worker.ack()  # the frame's credit, held since it was handed to the writer
 
     def _on_skipped(self, text: str) -> None:
         self.show_message(text, error=True)
@@ -379,7 +405,13 @@ class OperatorWidget(QWidget):
         self.deciding = item
         self._update_controls()
         start_job(
-            self, self.station.decide, self.session.user, item, decision, reason_code, reason_text,
+            self,
+            self.station.decide,
+            self.session.user,
+            item,
+            decision,
+            reason_code,
+            reason_text,
             done=lambda _id: self._after_decision(item),
             failed=lambda exc: self._decision_failed(item, exc),
         )

@@ -62,19 +62,30 @@ def run_station(session: AppSession, spec: str, batch_size: int = 1) -> Iterator
     """The operator's stream, on the worker thread: first the station, then items and messages.
 
     Yields the ``Station`` once the model is loaded (so decisions can be taken on the UI thread,
-    which never touches the model), then ``StationItem``s and strings naming skipped frames.
+    which never touches the model), then per frame a ``StationItem`` (or ``SUBMITTED`` when the
+    session writes records on their own thread: the item follows as ``frame_ready``) and strings
+    naming skipped frames.
     Closing the generator closes the source, which releases a camera.
     """
+    from inspector.runtime import settle_heap
     from inspector.sources import open_source
 
     source = open_source(spec)  # first, so a wrong path or a dead camera is said at once
+    station: Station | None = None
     try:
         station = open_station(session)
+        settle_heap(collect=False)  # the model's objects too: full collections on a long shift stay short
+        if session.record_writer:
+            station.start_writer()  # records are written on their own thread, in order
         yield station
         yield f"reading {source.description}"
         yield from station.run(source, batch_size)
     finally:
-        source.close()
+        try:
+            if station is not None:
+                station.close_writer()  # every frame read is recorded before the stream ends
+        finally:
+            source.close()
 
 
 def default_explainer(inspector: Any) -> ExplainFn | None:
@@ -169,7 +180,7 @@ def agreement_words(agreement: float | None) -> str:
 
 
 def model_caption(station: Station | None, store: AuditStore, model_dir: Any) -> str:
-    """"model v3 · efficientnet_lite0 · trained 2026-11-30": which model is judging, always on screen."""
+    """ "model v3 · efficientnet_lite0 · trained 2026-11-30": which model is judging, always on screen."""
     if station is not None:
         info = station.inspector.info
         version = f"v{station.model_version_id}" if station.model_version_id is not None else "not registered"

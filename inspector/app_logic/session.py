@@ -43,6 +43,7 @@ class AppSession:
     train_config: Any = None  # a PatchCoreConfig; None means the default (tests pass a tiny one)
     explain_factory: Callable[[Any], ExplainFn | None] | None = None
     keep: int = 64  # frames the operator's station keeps in memory; older ones reload from the store
+    record_writer: bool = True  # audit records written on their own thread (False: on the frame's path)
 
     def current_model_dir(self) -> Path | None:
         """The store's active model wins: an engineer's activation reaches the next stream."""

@@ -68,6 +68,7 @@ T = TypeVar("T")
 BUSY_TIMEOUT_S = 10.0
 LOCK_PATIENCE_S = 60.0
 MIGRATIONS = Path(__file__).with_name("migrations")
+HEAD_REVISION = "0003"  # the newest of migrations/versions; a test holds it equal to alembic's head
 UNAVAILABLE = (
     "readonly",
     "read-only",
@@ -262,7 +263,18 @@ class AuditStore(GovernanceMixin, RecordingMixin):
             store.witness = Witness(Path(witness_dir))
         return store
 
+    def _at_head(self) -> bool:
+        """The schema is current, read without alembic: its import is 0.2 s of every command's start-up."""
+        try:
+            with self._reader.connect() as conn:
+                rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+        except sa_exc.DBAPIError:
+            return False  # a new store, or one that cannot be read: the full check below says why
+        return [r[0] for r in rows] == [HEAD_REVISION]
+
     def _migrate(self) -> None:
+        if self._at_head():
+            return
         from alembic import command
         from alembic.config import Config
         from alembic.runtime.migration import MigrationContext

@@ -10,13 +10,15 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from inspector.audit import AuditStore, User
 from inspector.cli.common import db_option, resolve_db
 from inspector.errors import InspectorError
+
+if TYPE_CHECKING:  # the store (SQLAlchemy, about 0.3 s) loads inside the commands that open one:
+    from inspector.audit import AuditStore, User  # --help and --version start without it
 
 PASSWORD_ENV = "INSPECTOR_PASSWORD"  # the acting user's (or the first admin's) password
 NEW_PASSWORD_ENV = "INSPECTOR_NEW_PASSWORD"  # a new user's password when an admin adds them
@@ -32,6 +34,8 @@ def as_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def opened(db: str | None) -> Iterator[AuditStore]:
     """Opens the store and turns every audit error into one line and exit status 1."""
     try:
+        from inspector.audit import AuditStore
+
         store = AuditStore.open(resolve_db(db))
     except InspectorError as exc:
         raise click.ClickException(str(exc)) from None

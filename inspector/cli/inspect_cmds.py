@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from inspector.audit import AuditStore, User
 from inspector.cli.common import db_option, device_option, resolve_db
 from inspector.errors import InspectorError
+
+if TYPE_CHECKING:  # loaded inside the commands: see audit_cmds
+    from inspector.audit import AuditStore, User
 
 PASSWORD_ENV = "INSPECTOR_PASSWORD"
 
@@ -112,6 +115,8 @@ def inspect_cmd(
     if (operator is None) != (decisions_csv is None):
         raise InspectorError("--operator and --decisions go together")
     decisions = read_decisions(decisions_csv) if decisions_csv else {}
+    from inspector.audit import AuditStore
+
     with AuditStore.open(resolve_db(db)) as store:
         inputs = Path(source).resolve()
         if inputs.is_dir() and store.frames_dir.resolve().is_relative_to(inputs):
@@ -172,6 +177,7 @@ def register_cmd(model_dir: Path, db: str | None, actor: str, activate: bool) ->
 
     Example: inspector models register --model models/pill --db audit.db --as eng1
     """
+    from inspector.audit import AuditStore
     from inspector.pipeline import Inspector
     from inspector.station import Station
 
@@ -191,6 +197,8 @@ def list_cmd(db: str | None) -> None:
 
     Example: inspector models list --db audit.db
     """
+    from inspector.audit import AuditStore
+
     with AuditStore.open(resolve_db(db)) as store:
         active = store.active_model()
         for m in store.models():
@@ -207,6 +215,8 @@ def rollback_cmd(db: str | None, actor: str, reason: str) -> None:
 
     Example: inspector models rollback --db audit.db --as eng1 --reason "false rejects on line 2"
     """
+    from inspector.audit import AuditStore
+
     with AuditStore.open(resolve_db(db)) as store:
         mid = store.rollback_model(login(store, actor), reason)
         click.echo(f"active model version is now {mid}")

@@ -47,7 +47,8 @@ def test_threshold_what_if_and_logged_save(qtbot, store, make_session) -> None:
     view.set_threshold(high)
     view.save_threshold()
     view.reason_dialog.choose(text="fewer false rejects on line 1")
-    view.reason_dialog.accept()
+    with qtbot.waitSignal(view.changed, timeout=30000):
+        view.reason_dialog.accept()  # recorded on a worker
     assert abs(store.model(summary.model_id).threshold - view.threshold()) < 1e-9
     assert "logged" in view.status.text()
 

@@ -44,6 +44,12 @@ class FrameWidget(QWidget):
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
         p = QPainter(self)
+        try:
+            self._paint(p)
+        finally:
+            p.end()  # at once: a painter left to the garbage collector outlives the paint event
+
+    def _paint(self, p: QPainter) -> None:
         p.fillRect(self.rect(), QColor("#1e2126"))
         if self._image is None:
             p.setPen(QColor("#9aa0a6"))

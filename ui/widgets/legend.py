@@ -30,6 +30,12 @@ class ColourLegendWidget(QWidget):
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
         p = QPainter(self)
+        try:
+            self._paint(p)
+        finally:
+            p.end()  # at once: a painter left to the garbage collector outlives the paint event
+
+    def _paint(self, p: QPainter) -> None:
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         if self.colours is None:
             p.setPen(QColor("#5f6368"))
@@ -57,5 +63,6 @@ class ColourLegendWidget(QWidget):
             w = fm.horizontalAdvance(label)
             p.drawText(
                 QRectF(min(max(x0, tx - w / 2), x1 - w), bar.bottom() + 1, w + 2, 14),
-                Qt.AlignmentFlag.AlignLeft, label,
+                Qt.AlignmentFlag.AlignLeft,
+                label,
             )

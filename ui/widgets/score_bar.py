@@ -33,6 +33,12 @@ class ScoreBarWidget(QWidget):
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
         p = QPainter(self)
+        try:
+            self._paint(p)
+        finally:
+            p.end()  # at once: a painter left to the garbage collector outlives the paint event
+
+    def _paint(self, p: QPainter) -> None:
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         w, h = self.width() - 16, self.height()
         bar = QRectF(8, 6, w, h - 30)
@@ -53,8 +59,9 @@ class ScoreBarWidget(QWidget):
         p.drawLine(int(xr), int(bar.top()), int(xr), int(bar.bottom()))
         p.setPen(QPen(QColor("#202124"), 2))
         p.drawLine(int(xd), int(bar.top()), int(xd), int(bar.bottom()))
-        p.drawText(QRectF(xd - 60, bar.bottom() + 2, 120, 20), Qt.AlignmentFlag.AlignCenter,
-                   f"threshold {self.decision:.3f}")
+        p.drawText(
+            QRectF(xd - 60, bar.bottom() + 2, 120, 20), Qt.AlignmentFlag.AlignCenter, f"threshold {self.decision:.3f}"
+        )
         if self.review is not None and xd - xr > 40:
             p.setPen(QColor("#5f6368"))
             p.drawText(QRectF(xr - 60, bar.bottom() + 2, 110, 20), Qt.AlignmentFlag.AlignRight, "review")

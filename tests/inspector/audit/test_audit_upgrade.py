@@ -48,3 +48,16 @@ def test_0001_store_upgrades_and_verifies(legacy: Path) -> None:
         assert [r[0] for r in con.execute("SELECT kind FROM events")].count("schema_upgraded") == 1
         con.close()
         assert st.verify().ok
+
+
+def test_the_fast_schema_check_knows_alembics_head() -> None:
+    """``AuditStore.open`` skips alembic when the store is at ``HEAD_REVISION``: a new migration
+    must move it, or stores would never be upgraded."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from inspector.audit import store as store_mod
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(store_mod.MIGRATIONS))
+    assert store_mod.HEAD_REVISION == ScriptDirectory.from_config(cfg).get_current_head()
