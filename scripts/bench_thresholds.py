@@ -22,9 +22,10 @@ Which dataset chose what (never a test split of the set it is reported on as a c
 the 2% target and the tail rule were chosen on crack (``--sweep crack`` prints the rule sweep on
 crack); pillQC and ksdd are the checks. ``--topk-sweep`` re-forms the image score as the mean of
 the k largest patch scores: crack ranks k = 5 first, ksdd's AUROC falls for every k >= 2, so the
-setting does not carry across products and the default keeps the paper's score (k = 1). ksdd trains at its aspect (280x112), as
-``inspector train`` does. ``--repeats K`` re-splits all good images of each dataset K times at
-random and pools the unseen good rejects against the new rule's statement.
+setting does not carry across products and the default keeps the paper's score (k = 1). ksdd
+trains at its aspect (280x112), as ``inspector train`` does. ``--repeats K`` re-splits all good
+images of each dataset K times at random and pools the unseen good rejects against the new
+rule's statement.
 
 ksdd has no committed manifest on this branch; it is built in a temporary folder with the
 ``mvtec`` layout. Nothing is written outside ``--out`` (default: a temporary folder).
