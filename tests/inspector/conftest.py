@@ -11,7 +11,7 @@ from inspector.audit import AuditStore
 
 
 @pytest.fixture()
-def station_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AuditStore]:
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AuditStore]:
     """A fresh SQLite store with an admin (root), an engineer (eng) and an operator (ana)."""
     monkeypatch.setenv("INSPECTOR_ARGON2_FAST", "1")
     s = AuditStore.open(tmp_path / "audit.db")
@@ -21,3 +21,17 @@ def station_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[A
     s.add_user(admin, "ana", "Ana", "operator", "ana-pass")
     yield s
     s.close()
+
+
+def copy_test_frames(synthetic_pills, dest: Path, last: int = 3) -> Path:
+    """The first three and the last ``last`` test frames of the synthetic pills (good, then defective) in ``dest``."""
+    root, manifest, _ = synthetic_pills
+    dest.mkdir()
+    for it in manifest.split("test")[:3] + manifest.split("test")[-last:]:
+        (dest / Path(it.path).name).write_bytes((root / it.path).read_bytes())
+    return dest
+
+
+@pytest.fixture()
+def frames(tmp_path: Path, synthetic_pills) -> Path:
+    return copy_test_frames(synthetic_pills, tmp_path / "frames")

@@ -17,21 +17,6 @@ from inspector.sources import FolderSource
 from inspector.station import SUBMITTED, Station
 
 
-@pytest.fixture()
-def store(station_store):  # tests/inspector/conftest.py
-    return station_store
-
-
-@pytest.fixture()
-def frames(tmp_path: Path, synthetic_pills) -> Path:
-    root, manifest, _ = synthetic_pills
-    d = tmp_path / "frames"
-    d.mkdir()
-    for it in manifest.split("test")[:3] + manifest.split("test")[-3:]:
-        (d / Path(it.path).name).write_bytes((root / it.path).read_bytes())
-    return d
-
-
 def test_writer_keeps_order_groups_and_drains() -> None:
     gate = threading.Event()
     groups: list[list[int]] = []

@@ -15,20 +15,12 @@ from inspector.errors import SourceError
 from inspector.pipeline import Inspector
 from inspector.sources import FolderSource, open_source
 from inspector.station import ReasonRequired, Station
-
-
-@pytest.fixture()
-def store(station_store):  # tests/inspector/conftest.py
-    return station_store
+from tests.inspector.conftest import copy_test_frames
 
 
 @pytest.fixture()
 def frames(tmp_path: Path, synthetic_pills) -> Path:
-    root, manifest, _ = synthetic_pills
-    d = tmp_path / "frames"
-    d.mkdir()
-    for it in manifest.split("test")[:3] + manifest.split("test")[-2:]:
-        (d / Path(it.path).name).write_bytes((root / it.path).read_bytes())
+    d = copy_test_frames(synthetic_pills, tmp_path / "frames", last=2)
     (d / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     return d
 

@@ -22,21 +22,6 @@ from inspector.sources import FolderSource, open_source
 from inspector.station import Station
 
 
-@pytest.fixture()
-def store(station_store):  # tests/inspector/conftest.py
-    return station_store
-
-
-@pytest.fixture()
-def frames(tmp_path: Path, synthetic_pills) -> Path:
-    root, manifest, _ = synthetic_pills
-    d = tmp_path / "frames"
-    d.mkdir()
-    for it in manifest.split("test")[:3] + manifest.split("test")[-3:]:
-        (d / Path(it.path).name).write_bytes((root / it.path).read_bytes())
-    return d
-
-
 def station(store: AuditStore, model_dir: Path, **kw) -> Station:
     inspector = Inspector.load(model_dir, "cpu")
     st = Station(store, inspector, "line-1", analyse=FrameAnalyser.load(inspector).analyse, **kw)
