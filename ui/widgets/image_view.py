@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QRect, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent
+from PySide6.QtGui import QColor, QFont, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from ui.widgets.painted import PaintedWidget
 
 
 def to_qimage(rgb: np.ndarray) -> QImage:
@@ -17,7 +19,7 @@ def to_qimage(rgb: np.ndarray) -> QImage:
     return QImage(data.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
-class FrameWidget(QWidget):
+class FrameWidget(PaintedWidget):
     """Paints one RGB frame scaled to fit; a caption shows when there is no frame."""
 
     def __init__(self, placeholder: str = "no frame", parent: QWidget | None = None) -> None:
@@ -41,13 +43,6 @@ class FrameWidget(QWidget):
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
         return QSize(640, 480)
-
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
-        p = QPainter(self)
-        try:
-            self._paint(p)
-        finally:
-            p.end()  # at once: a painter left to the garbage collector outlives the paint event
 
     def _paint(self, p: QPainter) -> None:
         p.fillRect(self.rect(), QColor("#1e2126"))

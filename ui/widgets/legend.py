@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QImage, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import QColor, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from ui.widgets.painted import PaintedWidget
 
-class ColourLegendWidget(QWidget):
+
+class ColourLegendWidget(PaintedWidget):
     """Draws ``colours`` (256 x 3) from ``low`` to ``high`` with a tick at ``threshold``.
 
     The range is the model's calibration, the same for every frame, so the legend only changes
@@ -27,13 +29,6 @@ class ColourLegendWidget(QWidget):
         self.colours, self.low, self.high, self.threshold, self.title = colours, low, high, threshold, title
         self.setToolTip(f"{title}: colours from {low:.3g} to {high:.3g}; the line is the threshold {threshold:.3g}")
         self.update()
-
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
-        p = QPainter(self)
-        try:
-            self._paint(p)
-        finally:
-            p.end()  # at once: a painter left to the garbage collector outlives the paint event
 
     def _paint(self, p: QPainter) -> None:
         p.setRenderHint(QPainter.RenderHint.Antialiasing)

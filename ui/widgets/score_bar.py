@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from ui.widgets.painted import PaintedWidget
 
 ZONE_COLOURS = {"OK": "#d7efd9", "REVIEW": "#fbe7bf", "DEFECT": "#f6d0cd"}
 
 
-class ScoreBarWidget(QWidget):
+class ScoreBarWidget(PaintedWidget):
     """Draws zones below ``review``, between, and above ``decision``; the score as a marker.
 
     The scale runs to 1.5 x the decision threshold (or past the score), so the threshold sits at
@@ -30,13 +32,6 @@ class ScoreBarWidget(QWidget):
 
     def _x(self, value: float, top: float, width: float) -> float:
         return 8 + width * max(0.0, min(1.0, value / top))
-
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
-        p = QPainter(self)
-        try:
-            self._paint(p)
-        finally:
-            p.end()  # at once: a painter left to the garbage collector outlives the paint event
 
     def _paint(self, p: QPainter) -> None:
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
