@@ -212,6 +212,23 @@ class FeatureExtractor(nn.Module):
             return [("stem", stem)] + [(f"layer{i}", getattr(body, f"layer{i}")) for i in (1, 2, 3, 4)]
         raise BackboneError(f"unsupported backbone module {type(body).__name__}")
 
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> FeatureExtractor:
+        """Moves and casts the stages that ``body`` does not register, too.
+
+        timm's stem is wrapped in a ``Sequential`` of the body's own modules that is kept out of the
+        module tree, so the state dict and the weights' fingerprint stay the body's. After
+        ``optimize_for_inference`` that wrapper holds a ``StaticSameConv`` whose padded weight is
+        its own buffer; without this, ``.to("cuda")`` left it on the CPU and training on a GPU
+        failed at the first convolution. Applying ``fn`` twice to the shared modules is harmless:
+        moves and casts are idempotent.
+        """
+        super()._apply(fn, recurse)
+        registered = {id(m) for m in self.modules()}
+        for _, stage in self._stages:
+            if id(stage) not in registered:
+                stage._apply(fn, recurse)
+        return self
+
     def train(self, mode: bool = True) -> FeatureExtractor:
         # The backbone is frozen: batch-norm statistics must never move.
         super().train(False)

@@ -347,9 +347,9 @@ class PatchCore(nn.Module):
             kept_src.append(torch.cat(pending_src)[idx])
         bank = torch.cat(kept).float()
         if self.config.standardize:
-            mean, std = stats.result()
-            self.channel_mean, self.channel_scale = mean, 1.0 / std
-            bank = (bank - mean) * self.channel_scale
+            mean, std = stats.result()  # on the CPU, like the rows they summarise
+            bank = (bank - mean) / std
+            self.channel_mean, self.channel_scale = mean.to(self.mean.device), (1.0 / std).to(self.mean.device)
         self.set_memory_bank(bank.to(self.mean.device), torch.cat(kept_src))
 
     def _select(

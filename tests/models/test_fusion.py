@@ -65,3 +65,22 @@ def test_same_maps_and_gradients(pair, size: int) -> None:
 def test_fingerprint_is_of_the_weights_as_built(pair) -> None:
     plain, fast = pair
     assert fast.weights_sha256 == plain.weights_sha256
+
+
+def test_moves_and_casts_reach_every_rewritten_convolution(pair) -> None:
+    """``.to(device)`` must carry the stem's padded weight, which the body does not register.
+
+    A cast is the CPU-only stand-in for a move to the GPU: both go through ``Module._apply``.
+    Before the fix, training on CUDA failed at the stem ("weight type torch.FloatTensor").
+    """
+    plain, fast = pair
+    moved = copy.deepcopy(fast).to(torch.float64)
+    statics = [m for _, stage in moved._stages for m in stage.modules() if isinstance(m, StaticSameConv)]
+    assert statics and all(m.static_weight.dtype == torch.float64 for m in statics)
+    x = torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    out = moved(x)
+    ref = plain.to(torch.float64)(x)
+    for k in ref:
+        assert torch.allclose(out[k], ref[k], rtol=1e-4, atol=1e-4), k
+    plain.to(torch.float32)
+    assert moved.weights_sha256 == fast.weights_sha256
