@@ -103,6 +103,24 @@ class FineMap(nn.Module):
             return (dist.reshape(b, h, w) * self.unit).float()
 
 
+BLENDS = ("fine", "mean")
+
+
+def blend(coarse: torch.Tensor, fine: torch.Tensor, how: str) -> torch.Tensor:
+    """The anomaly map from the score grid's map and the fine map, both (B, H, W) in score units.
+
+    "fine": the fine map alone (``train --fine-map``; sharper, but it lost on ksdd's real masks,
+    drawn as wide regions around thin cracks). "mean": their average, chosen on pasted defects on
+    crack and pillQC *training* images with both exact and widened masks, so that neither kind of
+    mask loses (``scripts/choose_map_blend.py``; README, "Sharper maps").
+    """
+    if how == "fine":
+        return fine
+    if how == "mean":
+        return (coarse + fine) * 0.5
+    raise ValueError(f"unknown map blend '{how}'; choose one of {BLENDS}")
+
+
 def _typical(distances: torch.Tensor) -> torch.Tensor:
     """The median distance of patches that are not bank rows themselves (those are at zero, and
     their share is the coreset ratio, which differs between the two banks)."""
