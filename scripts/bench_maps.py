@@ -5,10 +5,11 @@
 
 Per dataset, side by side, trained as ``inspector train`` does with settings given (elongated
 frames keep their aspect):
-- "old": the coarse map (the score's 14x14 grid at 112 px, sigma 4; ``train --coarse-map``);
-- "fine": the fine map alone (``train --fine-map``: a second, small bank of stride-4 stages queried
-  every 4 px, sigma 2). It lost on ksdd's real masks;
-- "blend": the mean of the two, coarse at sigma 4 and fine at sigma 2 (``map_blend="mean"``),
+- "old": the coarse map (the default: the score's 14x14 grid at 112 px, sigma 4);
+- "fine": the fine map alone (what ``train --fine-map`` set before the blend: a second, small bank
+  of stride-4 stages queried every 4 px, sigma 2). It lost on ksdd's real masks;
+- "blend": the mean of the two, coarse at sigma 4 and fine at sigma 2 (``map_blend="mean"``, what
+  ``train --fine-map`` sets now),
   chosen by ``scripts/choose_map_blend.py`` on pasted defects on crack and pillQC *training*
   images (exact and widened masks), never on these test images. "fine" is "blend"'s own model
   and bank with the fine map alone, so it costs no second fit;
@@ -82,7 +83,7 @@ def run_dataset(g: Any, name: str, root: Path, out: Path, n_frames: int, anomali
     base = dict(input_size=h or 112, input_width=w)
     res: dict[str, Any] = {"input_hw": [base["input_size"], w or base["input_size"]]}
     models = {}
-    coarse = PatchCoreConfig(**{**base, "map_layers": None})  # train --coarse-map
+    coarse = PatchCoreConfig(**{**base, "map_layers": None})  # the default map
     blended = PatchCoreConfig(**{**base, "map_layers": "auto", "map_blend": "mean", "map_sigma": 2.0, "sigma": 4.0})
     for key, cfg in (("old", coarse), ("blend", blended)):
         tic = time.perf_counter()

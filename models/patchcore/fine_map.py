@@ -11,9 +11,12 @@ The image score never reads this bank. Its distances are converted to the score 
 (``unit``: the ratio of the two banks' median distances of training patches outside them), so the
 map's colour range, which calibration ties to the decision threshold, keeps its meaning.
 
-Opt-in (``map_layers="auto"``, ``train --fine-map``): on ksdd's real masks it localised worse
-than the score's grid (README, "Sharper maps"). Incremental updates (``train --update``) change
-the score bank only; this bank keeps the images of the last full fit.
+Alone, it localised worse than the score's grid on ksdd's real masks, which are wide regions
+around thin cracks. Averaged with the score grid's map (``blend``, ``map_blend="mean"``) it was
+level with it there and better on pasted defects (README, "Sharper maps"); that blend is what
+``train --fine-map`` sets. It stays opt-in because it cost up to 1.9x per frame with Grad-CAM.
+Incremental updates (``train --update``) change the score bank only; this bank keeps the images
+of the last full fit, and ``train --update`` says so.
 """
 
 from __future__ import annotations

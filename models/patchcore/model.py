@@ -56,8 +56,9 @@ class PatchCoreConfig:
     # An opt-in finer grid for the anomaly map (issue 11): a second, small bank of earlier stages
     # queried every ``map_stride`` pixels (models/patchcore/fine_map.py); the image score never
     # reads it. "auto": ``pixels`` and the backbone's stride-4 and stride-8 stages; None (the
-    # default): the score's grid. Off by default because on ksdd's real masks it lowered pixel
-    # AUROC (0.935 to 0.897) while raising it on pasted defects (README, "Sharper maps").
+    # default): the score's grid. Off by default: alone it lowered ksdd's real-mask pixel AUROC
+    # (0.935 to 0.897); blended with the score grid's map it was level there and better on pasted
+    # defects, but cost up to 1.9x per frame with Grad-CAM (README, "Sharper maps").
     map_layers: tuple[str, ...] | str | None = None
     map_stride: int = 4
     map_coreset_ratio: float = 0.025  # of 4x as many patches: a bank about the score bank's size
