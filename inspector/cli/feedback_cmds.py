@@ -289,3 +289,8 @@ def run_update(
     click.echo(
         f"updated {update_from} -> {out} in {result.seconds:.1f} s: {'; '.join(parts)}; bank {result.bank_rows} rows"
     )
+    from models.patchcore.serialization import read_model_json
+
+    if read_model_json(out).get("config", {}).get("map_layers"):
+        # The update changes the score bank only (models/patchcore/fine_map.py).
+        click.echo("the anomaly map's fine bank is kept from the last full fit; train without --update to refresh it")

@@ -22,7 +22,6 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 from models.explain.defect_classifier import POOLED, DefectHead, describe, pooled_features
-from models.patchcore.anomaly_map import anomaly_map
 from models.patchcore.model import PatchCore
 
 
@@ -131,10 +130,11 @@ def anomaly_grad_cam(
     target = ScoreTarget(model, head, pooled_layers, descriptor)
     images = images.to(model.mean.device)
     cam = layer_grad_cam(target, stage_module(model, layer), images)
-    if target.score is None or target.map_patch_scores is None:  # pragma: no cover - Captum always runs it
+    score, patch, map_patch = target.score, target.patch_scores, target.map_patch_scores
+    if score is None or patch is None or map_patch is None:  # pragma: no cover - Captum always runs it
         raise RuntimeError("Grad-CAM ran no forward pass")
-    amap = anomaly_map(target.map_patch_scores, (images.shape[-2], images.shape[-1]), model.config.sigma)
-    return ScoreCam(cam, target.score, amap, target.defect_logits, target.forward_ms, target.pooled)
+    amap = model.map_from_grids(patch, map_patch, (images.shape[-2], images.shape[-1]))
+    return ScoreCam(cam, score, amap, target.defect_logits, target.forward_ms, target.pooled)
 
 
 def defect_grad_cam(

@@ -11,9 +11,12 @@ The image score never reads this bank. Its distances are converted to the score 
 (``unit``: the ratio of the two banks' median distances of training patches outside them), so the
 map's colour range, which calibration ties to the decision threshold, keeps its meaning.
 
-Opt-in (``map_layers="auto"``, ``train --fine-map``): on ksdd's real masks it localised worse
-than the score's grid (README, "Sharper maps"). Incremental updates (``train --update``) change
-the score bank only; this bank keeps the images of the last full fit.
+Alone, it localised worse than the score's grid on ksdd's real masks, which are wide regions
+around thin cracks. Averaged with the score grid's map (``blend``, ``map_blend="mean"``) it was
+level with it there and better on pasted defects (README, "Sharper maps"); that blend is what
+``train --fine-map`` sets. It stays opt-in because it cost up to 1.9x per frame with Grad-CAM.
+Incremental updates (``train --update``) change the score bank only; this bank keeps the images
+of the last full fit, and ``train --update`` says so.
 """
 
 from __future__ import annotations
@@ -101,6 +104,24 @@ class FineMap(nn.Module):
             b, _, h, w = emb.shape
             dist, _ = nearest_neighbours(self.rows(emb).contiguous(), self.bank, self.bank_sq)
             return (dist.reshape(b, h, w) * self.unit).float()
+
+
+BLENDS = ("fine", "mean")
+
+
+def blend(coarse: torch.Tensor, fine: torch.Tensor, how: str) -> torch.Tensor:
+    """The anomaly map from the score grid's map and the fine map, both (B, H, W) in score units.
+
+    "fine": the fine map alone (``train --fine-map``; sharper, but it lost on ksdd's real masks,
+    drawn as wide regions around thin cracks). "mean": their average, chosen on pasted defects on
+    crack and pillQC *training* images with both exact and widened masks, so that neither kind of
+    mask loses (``scripts/choose_map_blend.py``; README, "Sharper maps").
+    """
+    if how == "fine":
+        return fine
+    if how == "mean":
+        return (coarse + fine) * 0.5
+    raise ValueError(f"unknown map blend '{how}'; choose one of {BLENDS}")
 
 
 def _typical(distances: torch.Tensor) -> torch.Tensor:

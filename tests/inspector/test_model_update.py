@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,28 @@ def test_model_without_kept_patches_keeps_its_thresholds_and_says_so(trained_tin
     assert meta["thresholds"] == _meta(trained_tiny)["thresholds"]
     assert "not recalibrated" in meta["thresholds_from"]
     assert not (out / STATE_FILE).exists()
+
+
+def test_update_keeps_the_fine_map_bank_and_says_so(synthetic_pills, tiny_config, tmp_path: Path) -> None:
+    """``train --update`` changes the score bank only: a blended map's fine bank is the last full
+    fit's, unchanged, and the CLI says so rather than implying it was refreshed."""
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+
+    from inspector.cli import main
+
+    root, manifest, _ = synthetic_pills
+    cfg = replace(tiny_config, map_layers="auto", map_blend="mean")
+    base = tmp_path / "v1"
+    train(Manifest("pill-train", manifest.split("train")), root, base, config=cfg, device="cpu")
+    add = tmp_path / "add.json"
+    Manifest("g", [it for it in manifest.split("test") if not it.is_anomalous][:2]).save(add)
+    out = tmp_path / "v2"
+    args = ["train", "--update", str(base), "--add", str(add), "--root", str(root), "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "fine bank is kept from the last full fit" in result.output
+    before, after = load_file(base / "memory_bank.safetensors"), load_file(out / "memory_bank.safetensors")
+    assert torch.equal(before["map_bank"], after["map_bank"])
+    assert not torch.equal(before["memory_bank"], after["memory_bank"])  # the score bank did change
+    assert json.loads((out / "model.json").read_text())["config"]["map_blend"] == "mean"
