@@ -7,9 +7,10 @@ stages themselves are too coarse. Stages at stride 4 (``pixels`` + ``blocks.1`` 
 of efficientnet-lite0) are, and the backbone computes them anyway on its way to ``blocks.3``, so
 the map costs one more nearest-neighbour search per frame, not another forward pass.
 
-The image score never reads this bank. Its distances are converted to the score bank's units
-(``unit``: the ratio of the two banks' median distances of training patches outside them), so the
-map's colour range, which calibration ties to the decision threshold, keeps its meaning.
+The image score reads this bank only with the opt-in ``fine_score`` (``fine_score.py``). Its
+distances are converted to the score bank's units (``unit``: the ratio of the two banks' median
+distances of training patches outside them), so the map's colour range, which calibration ties
+to the decision threshold, keeps its meaning.
 
 Opt-in (``map_layers="auto"``, ``train --fine-map``): on ksdd's real masks it localised worse
 than the score's grid (README, "Sharper maps"). Incremental updates (``train --update``) change

@@ -56,10 +56,11 @@ class PatchCoreConfig:
     feature_stride: int | None = 8  # None: the first layer's resolution
     fine_pool: str = "max"  # how finer maps reach the feature grid: "avg" or "max"
     # An opt-in finer grid for the anomaly map (issue 11): a second, small bank of earlier stages
-    # queried every ``map_stride`` pixels (models/patchcore/fine_map.py); the image score never
-    # reads it. "auto": ``pixels`` and the backbone's stride-4 and stride-8 stages; None (the
-    # default): the score's grid. Off by default because on ksdd's real masks it lowered pixel
-    # AUROC (0.935 to 0.897) while raising it on pasted defects (README, "Sharper maps").
+    # queried every ``map_stride`` pixels (models/patchcore/fine_map.py); the image score reads
+    # it only with ``fine_score``. "auto": ``pixels`` and the backbone's stride-4 and stride-8
+    # stages; None (the default): the score's grid. Off by default because on ksdd's real masks
+    # it lowered pixel AUROC (0.935 to 0.897) while raising it on pasted defects (README,
+    # "Sharper maps").
     map_layers: tuple[str, ...] | str | None = None
     map_stride: int = 4
     map_coreset_ratio: float = 0.025  # of 4x as many patches: a bank about the score bank's size
