@@ -107,7 +107,7 @@ def leave_one_out_scores(
     images are embedded again.
     """
     device = model.mean.device
-    size = (model.config.input_size, model.config.input_size)
+    size = model.config.input_hw  # non-square models (a fine-score one calibrates here) keep their aspect
     scores, maps = [], []
     cached, model.fit_rows = model.fit_rows, None
     fine_loo, model.fit_fine_loo = model.fit_fine_loo, None

@@ -93,6 +93,8 @@ class PatchCoreConfig:
         d = asdict(self)
         if d["input_width"] is None:
             del d["input_width"]  # square models keep the model.json they always had
+        if d["fine_score"] is None:  # so do models without the fine image score
+            del d["fine_score"], d["fine_score_level"]
         d["layers"] = list(self.layers)
         if isinstance(self.map_layers, tuple):
             d["map_layers"] = list(self.map_layers)
