@@ -46,7 +46,7 @@ class ScoreAndMap(nn.Module):
         m, hw = self.model, self.hw
         # Sizes as Python constants, not traced shapes: pooling and resizing stay static ops.
         feats = m.extractor(m.normalize(images))
-        score, patch = m.score_embedding(m.embed_features(feats, hw), exact=True)
+        score, patch = m.score_features(feats, hw, exact=True)
         return score, m.pixel_map(feats, patch, hw)
 
 

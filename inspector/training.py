@@ -13,7 +13,7 @@ import datetime as dt
 import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,7 +176,10 @@ def train(
     check_items([*fit_items, *calibration_items], root, progress)
     selection = None
     if search is not None:
-        config, selection = _search(fit_items, root, config, search, progress)
+        # The search ranks the score bank's settings; an opt-in fine image score rides along.
+        fine = {"fine_score": config.fine_score, "fine_score_level": config.fine_score_level}
+        config, selection = _search(fit_items, root, replace(config, fine_score=None), search, progress)
+        config = replace(config, **fine)
     torch.manual_seed(config.seed)
     try:
         model = PatchCore(config).to(dev)

@@ -85,6 +85,14 @@ class BackboneChoice(click.Choice):  # type: ignore[type-arg]
     "but up to about 1.9x per frame with Grad-CAM (README, 'Sharper maps').",
 )
 @click.option(
+    "--fine-score",
+    type=click.Choice(["max", "sum", "fine"]),
+    default=None,
+    help="An image score that also reads a second bank of stride-4 stages (thin defects): max or mean of "
+    "the two scores over their good-image scales, or the fine one alone. Opt-in: it lost image AUROC on "
+    "pillQC's real defects (README, 'An image score at a finer scale').",
+)
+@click.option(
     "--target-frr",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=0.02,
@@ -139,6 +147,7 @@ def train_cmd(
     budget_ms: float = 33.0,
     allow_over_budget: bool = False,
     fine_map: bool = False,
+    fine_score: str | None = None,
 ) -> None:
     """Fit PatchCore on the manifest's good training images, calibrate the threshold, save.
 
@@ -180,6 +189,7 @@ def train_cmd(
         weights=weights,
         # The blend, not the fine map alone, which lost on ksdd's real masks (scripts/choose_map_blend.py).
         **({"map_layers": "auto", "map_blend": "mean", "map_sigma": 2.0} if fine_map else {}),
+        fine_score=fine_score,
     )
     pinned: dict[str, object] = {
         k: v

@@ -94,8 +94,7 @@ class DeepTaylorNet(nn.Module):
                 feats[name] = x
         if self.head is not None:
             return self.head(pooled_features(feats, self.head.layers))
-        emb = pc.embed_features(feats, (images.shape[-2], images.shape[-1]))
-        return pc.score_embedding(emb)[0]
+        return pc.score_features(feats, (images.shape[-2], images.shape[-1]))[0]
 
 
 def deep_taylor_map(

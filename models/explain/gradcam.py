@@ -26,10 +26,17 @@ from models.patchcore.model import PatchCore
 
 
 def deepest_layer(model: PatchCore) -> str:
-    """The deepest backbone stage PatchCore reads: its features are the most semantic."""
+    """The deepest backbone stage PatchCore reads: its features are the most semantic.
+
+    With ``fine_score`` the image score also reads the fine bank, whose stages stop earlier: the
+    deepest stage both read, so the score's gradient reaches it whichever bank scores highest.
+    """
     order = [name for name, _ in model.extractor._stages]
+    layers = list(model.config.layers)
+    if model.config.fine_score and model.fine_map is not None:
+        layers = [layer for layer in layers if layer in model.fine_map.layers] or layers
     # "pixels" is the input itself, not a module: Grad-CAM needs a stage with activations.
-    return max((layer for layer in model.config.layers if layer in order), key=order.index)
+    return max((layer for layer in layers if layer in order), key=order.index)
 
 
 def stage_module(model: PatchCore, layer: str | None = None) -> nn.Module:
@@ -65,8 +72,7 @@ class ScoreTarget:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
         feats = self.model.extractor(self.model.normalize(images))
-        emb = self.model.embed_features(feats, (images.shape[-2], images.shape[-1]))
-        score, patch = self.model.score_embedding(emb)
+        score, patch = self.model.score_features(feats, (images.shape[-2], images.shape[-1]))
         self.score, self.patch_scores = score.detach(), patch.detach()
         # The map's own (finer) grid, from the same features and without gradients.
         self.map_patch_scores = self.model.map_patch_scores(feats, self.patch_scores, tuple(images.shape[-2:]))

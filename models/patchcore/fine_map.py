@@ -7,9 +7,10 @@ stages themselves are too coarse. Stages at stride 4 (``pixels`` + ``blocks.1`` 
 of efficientnet-lite0) are, and the backbone computes them anyway on its way to ``blocks.3``, so
 the map costs one more nearest-neighbour search per frame, not another forward pass.
 
-The image score never reads this bank. Its distances are converted to the score bank's units
-(``unit``: the ratio of the two banks' median distances of training patches outside them), so the
-map's colour range, which calibration ties to the decision threshold, keeps its meaning.
+The image score reads this bank only with the opt-in ``fine_score`` (``fine_score.py``). Its
+distances are converted to the score bank's units (``unit``: the ratio of the two banks' median
+distances of training patches outside them), so the map's colour range, which calibration ties
+to the decision threshold, keeps its meaning.
 
 Alone, it localised worse than the score's grid on ksdd's real masks, which are wide regions
 around thin cracks. Averaged with the score grid's map (``blend``, ``map_blend="mean"``) it was
@@ -44,6 +45,9 @@ class FineMap(nn.Module):
         self.register_buffer("channel_mean", torch.empty(0))
         self.register_buffer("channel_scale", torch.empty(0))
         self.register_buffer("unit", torch.ones(()))
+        # Which training image each bank row came from (fit order), for a leave-one-out fine
+        # image score (models/patchcore/fine_score.py); not saved: only calibration reads it.
+        self.register_buffer("bank_source", torch.empty(0, dtype=torch.long))
 
     @property
     def is_fitted(self) -> bool:
@@ -52,13 +56,16 @@ class FineMap(nn.Module):
     def grid(self, input_hw: tuple[int, int]) -> tuple[int, int]:
         return (-(-input_hw[0] // self.stride), -(-input_hw[1] // self.stride))
 
-    def raw_embed(self, features: dict[str, torch.Tensor], input_hw: tuple[int, int]) -> torch.Tensor:
+    def raw_embed(
+        self, features: dict[str, torch.Tensor], input_hw: tuple[int, int], detach: bool = True
+    ) -> torch.Tensor:
         """(B, C, h, w) unstandardised features on the map's grid: finer stages max-pooled to it
-        (colour extremes of the ``pixels`` stage survive), coarser ones interpolated."""
+        (colour extremes of the ``pixels`` stage survive), coarser ones interpolated. ``detach``
+        False keeps autograd, for an image score that reads this bank (Grad-CAM)."""
         size = self.grid(input_hw)
         out = []
         for layer in self.layers:
-            m = self.pool(features[layer].detach())
+            m = self.pool(features[layer].detach() if detach else features[layer])
             if tuple(m.shape[-2:]) == size:
                 out.append(m)
             elif m.shape[-2] > size[0]:
@@ -79,9 +86,12 @@ class FineMap(nn.Module):
         return emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
 
     @torch.no_grad()
-    def fit(self, raw_rows: torch.Tensor, score_bank_distance: torch.Tensor) -> None:
+    def fit(
+        self, raw_rows: torch.Tensor, score_bank_distance: torch.Tensor, sources: torch.Tensor | None = None
+    ) -> None:
         """Builds the bank from raw training rows (N, C); ``score_bank_distance`` holds the score
-        bank's coverage distances of training patches, the unit the map is converted into."""
+        bank's coverage distances of training patches, the unit the map is converted into;
+        ``sources`` (N,) the training image of each row."""
         if raw_rows.shape[0] == 0:
             raise ValueError("no training patches for the fine map")
         rows = raw_rows.float()
@@ -92,6 +102,11 @@ class FineMap(nn.Module):
         idx = greedy_coreset(feats, n_keep, seed=self.seed)
         self.bank = feats[idx].contiguous()
         self.bank_sq = squared_norms(self.bank)
+        self.bank_source = (
+            sources[idx.to(sources.device)].long().to(self.bank.device)
+            if sources is not None
+            else torch.empty(0, dtype=torch.long, device=self.bank.device)
+        )
         g = torch.Generator().manual_seed(self.seed)
         sample = feats[torch.randperm(feats.shape[0], generator=g)[:UNIT_SAMPLE].to(feats.device)]
         own, _ = nearest_neighbours(sample, self.bank, self.bank_sq)

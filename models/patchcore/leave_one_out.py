@@ -12,6 +12,7 @@ images), so the bank without them is nearly the bank a new image meets.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from math import prod
 
 import torch
 
@@ -101,12 +102,18 @@ def leave_one_out_scores(
     A fit that was one coreset chunk kept its patch features (``fit_rows``): they are used,
     and then dropped, so small sets pay no second pass over their images. Otherwise
     ``batches`` must give the same images in the same order as to ``fit`` (image n is
-    ``bank_source`` n).
+    ``bank_source`` n). A ``fine_score`` model's score also reads the fine bank: its
+    leave-one-out scores come from the fit (``fit_fine_loo``) where it kept them, else the
+    images are embedded again.
     """
     device = model.mean.device
-    size = (model.config.input_size, model.config.input_size)
+    size = model.config.input_hw  # non-square models (a fine-score one calibrates here) keep their aspect
     scores, maps = [], []
     cached, model.fit_rows = model.fit_rows, None
+    fine_loo, model.fit_fine_loo = model.fit_fine_loo, None
+    fine = model.config.fine_score and model.score_scale.numel() == 2
+    if cached is not None and fine and (fine_loo is None or fine_loo.numel() != cached[0].shape[0] // prod(cached[1])):
+        cached = None  # the fine bank's scores of these images were not kept: embed them again
     if cached is not None:
         rows, (h, w) = cached
         n = rows.shape[0] // (h * w)
@@ -117,6 +124,11 @@ def leave_one_out_scores(
             emb = part.view(-1, h, w, part.shape[1]).permute(0, 3, 1, 2)
             ids = torch.arange(start, start + emb.shape[0], device=device)
             s, patch = score_excluding(model, emb, ids)
+            if fine and fine_loo is not None:
+                from models.patchcore.fine_score import combine
+
+                part_fine = fine_loo[start : start + emb.shape[0]].to(s)
+                s = combine(str(model.config.fine_score), s, part_fine, model.score_scale)
             scores.append(s.cpu())
             if start < max_maps:
                 maps.append(anomaly_map(patch[: max_maps - start], size, model.config.sigma).cpu())
@@ -127,7 +139,7 @@ def leave_one_out_scores(
     for batch in batches:
         batch = batch.to(device)
         ids = torch.arange(next_id, next_id + batch.shape[0], device=device)
-        s, patch = score_excluding(model, model.embed(batch), ids)
+        s, patch = _score_batch_excluding(model, batch, ids)
         scores.append(s.cpu())
         if next_id < max_maps:
             maps.append(
@@ -135,3 +147,19 @@ def leave_one_out_scores(
             )
         next_id += batch.shape[0]
     return torch.cat(scores), torch.cat(maps)
+
+
+def _score_batch_excluding(
+    model: PatchCore, batch: torch.Tensor, ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``score_excluding`` of images; with ``fine_score`` the fine bank's leave-one-out score is
+    combined in as ``PatchCore.score_features`` does, so thresholds read the score used live."""
+    hw = (batch.shape[-2], batch.shape[-1])
+    feats = model.extractor(model.normalize(batch).contiguous(memory_format=torch.channels_last))
+    s, patch = score_excluding(model, model.embed_features(feats, hw), ids)
+    if model.config.fine_score and model.fine_map is not None and model.score_scale.numel() == 2:
+        from models.patchcore.fine_score import combine, fine_scores_excluding
+
+        fine = fine_scores_excluding(model.fine_map, model.fine_map.raw_embed(feats, hw), ids)
+        s = combine(model.config.fine_score, s, fine.to(s.dtype), model.score_scale)
+    return s, patch

@@ -127,6 +127,11 @@ def state_from_fit(
     The scores are ``score_excluding``'s, image by image in ``fit`` order, as
     ``leave_one_out_scores`` gives them; the extra is only which patches scored highest.
     """
+    if model.config.fine_score:
+        # The kept patches are the score bank's only: a score that also reads the fine bank is
+        # calibrated by leave_one_out_scores (from ``fit_rows`` and ``fit_fine_loo``) and keeps
+        # no update state, so ``train --update`` keeps its thresholds and says why.
+        return None
     cached, model.fit_rows = model.fit_rows, None
     if cached is None:
         return None

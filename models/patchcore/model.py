@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from models.backbones import BackboneSpec, backbone_spec, build_feature_extractor
 from models.components.coreset import greedy_coreset
@@ -31,6 +31,8 @@ from models.patchcore.fine_map import MAX_ROWS as FINE_MAX_ROWS
 from models.patchcore.fine_map import UNIT_SAMPLE, FineMap, blend
 
 ProgressFn = Callable[[str, int, int], None]
+FINE_SCORE_MODES = ("max", "sum", "fine")  # models/patchcore/fine_score.py
+SCALE_IMAGES = 256  # training images whose leave-one-out scores set the fine score's scales
 
 
 @dataclass
@@ -54,11 +56,11 @@ class PatchCoreConfig:
     feature_stride: int | None = 8  # None: the first layer's resolution
     fine_pool: str = "max"  # how finer maps reach the feature grid: "avg" or "max"
     # An opt-in finer grid for the anomaly map (issue 11): a second, small bank of earlier stages
-    # queried every ``map_stride`` pixels (models/patchcore/fine_map.py); the image score never
-    # reads it. "auto": ``pixels`` and the backbone's stride-4 and stride-8 stages; None (the
-    # default): the score's grid. Off by default: alone it lowered ksdd's real-mask pixel AUROC
-    # (0.935 to 0.897); blended with the score grid's map it was level there and better on pasted
-    # defects, but cost up to 1.9x per frame with Grad-CAM (README, "Sharper maps").
+    # queried every ``map_stride`` pixels (models/patchcore/fine_map.py); the image score reads
+    # it only with ``fine_score``. "auto": ``pixels`` and the backbone's stride-4 and stride-8
+    # stages; None (the default): the score's grid. Off by default: alone it lowered ksdd's
+    # real-mask pixel AUROC (0.935 to 0.897); blended with the score grid's map it was level there
+    # and better on pasted defects, but cost up to 1.9x per frame with Grad-CAM (README, "Sharper maps").
     map_layers: tuple[str, ...] | str | None = None
     map_stride: int = 4
     map_coreset_ratio: float = 0.025  # of 4x as many patches: a bank about the score bank's size
@@ -73,6 +75,13 @@ class PatchCoreConfig:
     # image AUROC, so the setting does not carry from one product to another and the default stays
     # the paper's score, which no test split chose (README, "Thresholds"). An engineer may set it.
     score_topk: int = 1
+    # An image score that also reads the fine bank (issue 11, models/patchcore/fine_score.py):
+    # "max" / "sum" of the coarse and fine scores, each over its good-image scale (the
+    # ``fine_score_level`` quantile of training images' leave-one-out scores, set at fit time),
+    # or "fine" alone. None (the default, and every model.json saved before it): the score bank
+    # only. Opt-in: scripts/bench_multiscale.py measured it against the default.
+    fine_score: str | None = None
+    fine_score_level: float = 0.5
     # Patches per greedy search; more training patches are reduced chunk by chunk (0: never).
     coreset_chunk_rows: int = 65536
     seed: int = 0
@@ -89,6 +98,8 @@ class PatchCoreConfig:
         d = asdict(self)
         if d["input_width"] is None:
             del d["input_width"]  # square models keep the model.json they always had
+        if d["fine_score"] is None:  # so do models without the fine image score
+            del d["fine_score"], d["fine_score_level"]
         d["layers"] = list(self.layers)
         if isinstance(self.map_layers, tuple):
             d["map_layers"] = list(self.map_layers)
@@ -104,6 +115,7 @@ class PatchCoreConfig:
         kw.setdefault("score_topk", 1)  # saved before the setting: the paper's score
         kw.setdefault("map_layers", None)  # saved before the finer map: keep the map it was calibrated on
         kw.setdefault("map_blend", "fine")  # saved before the blend: a fine map was the map alone
+        kw.setdefault("fine_score", None)  # saved before the fine image score: the score bank's alone
         if "layers" in kw:
             kw["layers"] = tuple(kw["layers"])  # type: ignore[arg-type]
         if isinstance(kw["map_layers"], list):
@@ -126,7 +138,13 @@ class PatchCore(nn.Module):
     def __init__(self, config: PatchCoreConfig | None = None) -> None:
         super().__init__()
         self.config = config or PatchCoreConfig()
-        map_layers = resolve_map_layers(self.config)
+        if self.config.fine_score is not None and self.config.fine_score not in FINE_SCORE_MODES:
+            raise ValueError(f"unknown fine_score '{self.config.fine_score}'; choose one of {FINE_SCORE_MODES}")
+        # The map reads the fine bank only when asked (map_layers); the score may build it alone.
+        self.map_reads_fine = bool(resolve_map_layers(self.config))
+        map_layers = resolve_fine_layers(self.config)
+        if self.config.fine_score and not map_layers:
+            raise ValueError("fine_score needs a fine bank: a feature_stride above map_stride")
         # The fine map's stages come from the same forward pass: the extractor returns both sets.
         self.extractor, self.spec = build_feature_extractor(
             self.config.backbone,
@@ -151,6 +169,8 @@ class PatchCore(nn.Module):
         # Which training image (0-based, in fit order) each bank row came from: leave-one-out
         # calibration excludes an image's own rows (models/patchcore/leave_one_out.py).
         self.register_buffer("bank_source", torch.empty(0, dtype=torch.long))
+        # (coarse, fine) good-image scales of the two image scores, with ``fine_score`` only.
+        self.register_buffer("score_scale", torch.empty(0))
         self.pool = nn.AvgPool2d(3, stride=1, padding=1)
         # Batch-norm folded and "same" padding fixed: 13.2 -> 9.8 ms at 224 px on 2 CPU cores
         # (``inspector bench`` times both), same maps to float round-off (tests/models/test_fusion.py).
@@ -160,6 +180,9 @@ class PatchCore(nn.Module):
         # Raw fp16 patch features of the last fit and their grid, when it was one chunk (small
         # sets): leave_one_out_scores uses and drops them. Never saved.
         self.fit_rows: tuple[torch.Tensor, tuple[int, int]] | None = None
+        # With ``fine_score``: the fine bank's leave-one-out scores of every training image, when
+        # the fit kept ``fit_rows`` too; calibration combines them with the coarse ones. Never saved.
+        self.fit_fine_loo: torch.Tensor | None = None
         # The bf16 search form of the bank, rebuilt lazily whenever the bank tensor changes.
         self._half_bank: tuple[int, int, HalfBank] | None = None
         self.eval()
@@ -222,7 +245,7 @@ class PatchCore(nn.Module):
         self, features: dict[str, torch.Tensor], patch: torch.Tensor, input_hw: tuple[int, int]
     ) -> torch.Tensor:
         """Patch scores on the map's grid (B, h', w'): the fine map's where it is fitted, else ``patch``."""
-        if self.fine_map is None or not self.fine_map.is_fitted:
+        if self.fine_map is None or not self.fine_map.is_fitted or not self.map_reads_fine:
             return patch
         return self.fine_map.patch_scores(features, input_hw).to(patch.dtype)
 
@@ -236,7 +259,7 @@ class PatchCore(nn.Module):
         """The anomaly map from the score's grid ``patch`` and the map's grid ``map_patch`` (the
         same tensor without a fitted fine map): upsampled, smoothed and blended (``map_blend``)."""
         cfg = self.config
-        if self.fine_map is None or not self.fine_map.is_fitted or cfg.map_blend == "fine":
+        if self.fine_map is None or not self.fine_map.is_fitted or not self.map_reads_fine or cfg.map_blend == "fine":
             return anomaly_map(map_patch, input_hw, cfg.sigma)
         fine = anomaly_map(map_patch, input_hw, cfg.map_sigma)
         return blend(anomaly_map(patch, input_hw, cfg.sigma), fine, cfg.map_blend)
@@ -267,16 +290,34 @@ class PatchCore(nn.Module):
         dev = self.mean.device
         fine = self.fine_map
         map_rows, score_rows = _RowSample(FINE_MAX_ROWS, self.config.seed), _RowSample(UNIT_SAMPLE, self.config.seed)
+        # With ``fine_score``: raw coarse features of the first images (they set the scales) and
+        # raw fine features of all images while the fit is one coreset search (as ``fit_rows``).
+        kept_coarse: list[torch.Tensor] = []
+        kept_fine: list[torch.Tensor] = []
+        n_seen, coarse_rows, keep_all = 0, 0, True
+        chunk = self.config.coreset_chunk_rows
 
         def embedded() -> Iterable[torch.Tensor]:
+            nonlocal n_seen, coarse_rows, keep_all, kept_fine
             for b in batches:
                 x = self.normalize(b.to(dev)).contiguous(memory_format=torch.channels_last)
                 feats = self.extractor(x)
                 hw = (b.shape[-2], b.shape[-1])
                 emb = self.embed_features(feats, hw)  # unstandardised: fit_embedded has reset the statistics
                 if fine is not None:
-                    map_rows.add(fine.rows(fine.raw_embed(feats, hw)).half().cpu())
+                    raw = fine.raw_embed(feats, hw)
+                    ids = torch.arange(n_seen, n_seen + b.shape[0]).repeat_interleave(raw.shape[2] * raw.shape[3])
+                    map_rows.add(fine.rows(raw).half().cpu(), ids)
                     score_rows.add(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).half().cpu())
+                    if self.config.fine_score:
+                        coarse_rows += emb.shape[0] * emb.shape[2] * emb.shape[3]
+                        if n_seen < SCALE_IMAGES:
+                            kept_coarse.append(emb.half().cpu())
+                        if keep_all and chunk and coarse_rows >= 2 * chunk:  # a chunked fit: keep a sample
+                            keep_all, kept_fine = False, [torch.cat(kept_fine)[:SCALE_IMAGES]] if kept_fine else []
+                        if keep_all or n_seen < SCALE_IMAGES:
+                            kept_fine.append(raw.half().cpu())
+                n_seen += b.shape[0]
                 yield emb
 
         self.fit_embedded(embedded(), total_batches=total_batches, progress=progress, should_stop=should_stop)
@@ -287,9 +328,40 @@ class PatchCore(nn.Module):
             if self.config.standardize:
                 sample = (sample - self.channel_mean) * self.channel_scale
             coverage, _ = nearest_neighbours(sample, self.memory_bank, self.bank_sq)
-            fine.fit(map_rows.result().to(dev), coverage)
+            rows, sources = map_rows.result_with_sources()
+            fine.fit(rows.to(dev), coverage, sources)
+            if self.config.fine_score:
+                self.score_scale = self._good_scales(kept_coarse, kept_fine, keep_all)
             if progress is not None:
                 progress("fine map", 1, 1)
+
+    @torch.no_grad()
+    def _good_scales(self, coarse_raw: list[torch.Tensor], fine_raw: list[torch.Tensor], all_kept: bool) -> Tensor:
+        """(coarse, fine) scales: the ``fine_score_level`` quantile of the first training images'
+        leave-one-out scores under each bank (training images only, never a test image). Where
+        every image's fine features were kept, their fine leave-one-out scores are kept for
+        calibration (``fit_fine_loo``), so it needs no second pass over the images."""
+        from models.patchcore.fine_score import fine_scores_excluding, good_scale
+        from models.patchcore.leave_one_out import score_excluding
+
+        assert self.fine_map is not None
+        dev = self.mean.device
+        coarse_all, fine_all = torch.cat(coarse_raw)[:SCALE_IMAGES], torch.cat(fine_raw)
+        coarse, fine = [], []
+        for start in range(0, coarse_all.shape[0], 16):
+            e = coarse_all[start : start + 16].float().to(dev)
+            if self.config.standardize and self.channel_mean.numel():
+                e = (e - self.channel_mean.view(1, -1, 1, 1)) * self.channel_scale.view(1, -1, 1, 1)
+            coarse.append(score_excluding(self, e, torch.arange(start, start + e.shape[0], device=dev))[0].cpu())
+        for start in range(0, fine_all.shape[0], 16):
+            e = fine_all[start : start + 16]
+            ids = torch.arange(start, start + e.shape[0], device=dev)
+            fine.append(fine_scores_excluding(self.fine_map, e, ids).cpu())
+        fine_loo = torch.cat(fine)
+        self.fit_fine_loo = fine_loo if all_kept and self.fit_rows is not None else None
+        level = self.config.fine_score_level
+        scales = [good_scale(torch.cat(coarse), level), good_scale(fine_loo[:SCALE_IMAGES], level)]
+        return torch.stack(scales).to(dev)
 
     @torch.no_grad()
     def fit_embedded(
@@ -482,14 +554,28 @@ class PatchCore(nn.Module):
             self._half_bank = (*key, half_bank(self.memory_bank))
         return self._half_bank[2]
 
+    def score_features(
+        self, features: dict[str, torch.Tensor], input_hw: tuple[int, int], *, exact: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image scores (B,) and the score bank's patch scores (B, h, w) from backbone features;
+        differentiable. With ``fine_score`` the fine bank's image score joins (``fine_score.combine``)."""
+        scores, patch = self.score_embedding(self.embed_features(features, input_hw), exact=exact)
+        if self.config.fine_score and self.fine_map is not None and self.score_scale.numel() == 2:
+            from models.patchcore.fine_score import combine, fine_image_scores
+
+            fine = fine_image_scores(self.fine_map, features, input_hw)
+            scores = combine(self.config.fine_score, scores, fine, self.score_scale)
+        return scores, patch
+
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """Differentiable image scores: the target that Grad-CAM explains."""
-        return self.score_embedding(self.embed(images))[0]
+        feats = self.extractor(self.normalize(images).contiguous(memory_format=torch.channels_last))
+        return self.score_features(feats, (images.shape[-2], images.shape[-1]))[0]
 
     def forward(self, images: torch.Tensor, exact: bool | None = None) -> Prediction:
         size = (images.shape[-2], images.shape[-1])
         feats = self.extractor(self.normalize(images).contiguous(memory_format=torch.channels_last))
-        scores, patch = self.score_embedding(self.embed_features(feats, size), exact=exact)
+        scores, patch = self.score_features(feats, size, exact=exact)
         return Prediction(scores, self.pixel_map(feats, patch, size), patch)
 
     def predict(self, images: torch.Tensor) -> Prediction:
@@ -539,6 +625,14 @@ def _pool_to(m: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     return F.adaptive_max_pool2d(m, size) if mode == "max" else F.adaptive_avg_pool2d(m, size)
 
 
+def resolve_fine_layers(config: PatchCoreConfig) -> tuple[str, ...]:
+    """The fine bank's stages: the map's (``resolve_map_layers``), or "auto" when only the image
+    score (``fine_score``) reads the fine bank."""
+    if config.fine_score and not config.map_layers:
+        return resolve_map_layers(replace(config, map_layers="auto"))
+    return resolve_map_layers(config)
+
+
 def resolve_map_layers(config: PatchCoreConfig) -> tuple[str, ...]:
     """The fine map's stages: "auto" is ``pixels`` plus the first stages at ``map_stride`` and
     twice it; none where the score's grid is already that fine or the setting is None."""
@@ -556,24 +650,35 @@ def resolve_map_layers(config: PatchCoreConfig) -> tuple[str, ...]:
 
 class _RowSample:
     """A uniform random sample of at most ``cap`` rows from batches of any number: when twice the
-    cap is held, half is dropped at random and later batches are kept at half the rate."""
+    cap is held, half is dropped at random and later batches are kept at half the rate. Each
+    row's source image id is carried along (``result_sources``)."""
 
     def __init__(self, cap: int, seed: int) -> None:
-        self.cap, self.rate, self.parts, self.n = cap, 1.0, [], 0
+        self.cap, self.rate, self.parts, self.srcs, self.n = cap, 1.0, [], [], 0
         self.gen = torch.Generator().manual_seed(seed)
+        self._result: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def add(self, rows: torch.Tensor) -> None:
+    def add(self, rows: torch.Tensor, src: torch.Tensor | None = None) -> None:
+        src = torch.full((rows.shape[0],), -1, dtype=torch.long) if src is None else src.long().cpu()
         if self.rate < 1.0:
-            rows = rows[torch.rand(rows.shape[0], generator=self.gen) < self.rate]
+            keep = torch.rand(rows.shape[0], generator=self.gen) < self.rate
+            rows, src = rows[keep], src[keep]
         self.parts.append(rows)
+        self.srcs.append(src)
         self.n += rows.shape[0]
         if self.n >= 2 * self.cap:
-            held = torch.cat(self.parts)
-            held = held[torch.rand(held.shape[0], generator=self.gen) < 0.5]
-            self.parts, self.n, self.rate = [held], held.shape[0], self.rate / 2
+            held, held_src = torch.cat(self.parts), torch.cat(self.srcs)
+            keep = torch.rand(held.shape[0], generator=self.gen) < 0.5
+            self.parts, self.srcs, self.n, self.rate = [held[keep]], [held_src[keep]], int(keep.sum()), self.rate / 2
 
     def result(self) -> torch.Tensor:
-        held = torch.cat(self.parts)
-        if held.shape[0] > self.cap:
-            held = held[torch.randperm(held.shape[0], generator=self.gen)[: self.cap]]
-        return held
+        return self.result_with_sources()[0]
+
+    def result_with_sources(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._result is None:
+            held, src = torch.cat(self.parts), torch.cat(self.srcs)
+            if held.shape[0] > self.cap:
+                pick = torch.randperm(held.shape[0], generator=self.gen)[: self.cap]
+                held, src = held[pick], src[pick]
+            self._result = (held, src)
+        return self._result

@@ -64,6 +64,10 @@ def save_patchcore(model: PatchCore, directory: str | Path, metadata: dict[str, 
         tensors["map_channel_mean"] = fine.channel_mean.detach().cpu().contiguous()
         tensors["map_channel_scale"] = fine.channel_scale.detach().cpu().contiguous()
         tensors["map_unit"] = fine.unit.detach().cpu().reshape(1).contiguous()
+        if fine.bank_source.numel():  # which image each row came from: leave-one-out recalibration
+            tensors["map_bank_source"] = fine.bank_source.detach().cpu().contiguous()
+    if model.score_scale.numel():
+        tensors["score_scale"] = model.score_scale.detach().cpu().contiguous()
     tmp = out / (TENSOR_FILE + ".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(out / TENSOR_FILE)
@@ -151,6 +155,12 @@ def load_patchcore(directory: str | Path, device: str | torch.device = "cpu") ->
             raise ModelFileError(f"{tensor_path}: bank_source does not match the memory bank's {bank.shape[0]} rows")
         model.bank_source = source.long()
     _load_fine_map(model, tensors, tensor_path)
+    if config.fine_score:
+        scale = tensors.get("score_scale")
+        fine_fitted = model.fine_map is not None and model.fine_map.is_fitted
+        if scale is None or scale.shape != (2,) or not fine_fitted or not bool((scale > 0).all()):
+            raise ModelFileError(f"{tensor_path} lacks the fine bank or the score scales its fine_score needs")
+        model.score_scale = scale.float()
     model.to(device)
     return model, doc.get("metadata", {})
 
@@ -171,3 +181,8 @@ def _load_fine_map(model: PatchCore, tensors: dict[str, torch.Tensor], tensor_pa
     fine.bank_sq = (fine.bank**2).sum(1)
     fine.channel_mean, fine.channel_scale = mean.float(), scale.float()
     fine.unit = unit.float().reshape(())
+    source = tensors.get("map_bank_source")  # absent in models saved before the fine image score
+    if source is not None:
+        if source.shape != bank.shape[:1]:
+            raise ModelFileError(f"{tensor_path}: map_bank_source does not match the fine bank's {bank.shape[0]} rows")
+        fine.bank_source = source.long()

@@ -176,3 +176,29 @@ def test_eval_warns_when_the_manifest_is_another_product(loo_model, synthetic_pi
     assert "warning: the model was trained on manifest 'synthetic-pill'" in res.output
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["warnings"] == warnings and report["stated_frr"]["n_good"] == 16
+
+
+def test_a_fine_score_model_is_calibrated_on_its_own_score(synthetic_pills, tiny_config, tmp_path: Path) -> None:
+    """With the opt-in fine image score, the thresholds come from the combined leave-one-out scores."""
+    from dataclasses import replace
+
+    from models.patchcore.leave_one_out import score_excluding
+    from models.patchcore.loo_state import STATE_FILE
+
+    root, manifest, _ = synthetic_pills
+    out = tmp_path / "fine"
+    train(manifest, root, out, config=replace(tiny_config, fine_score="max"), device="cpu")
+    meta = _meta(out)
+    assert not (out / STATE_FILE).exists()  # its kept patches would be the coarse bank's only
+    model, _ = load_patchcore(out)
+    assert model.config.fine_score == "max" and model.score_scale.shape == (2,)
+    good = [it for it in manifest.split("train") if it.label == "normal"]
+    loo = np.array(meta["calibration_scores"])
+    again, _ = leave_one_out_scores(model, item_batches(good, root, model.config.input_size, 16))
+    assert np.allclose(loo, again.numpy(), rtol=1e-2)  # the saved model recalibrates alike
+    coarse = []
+    with torch.no_grad():
+        for i, b in enumerate(item_batches(good, root, model.config.input_size, 16)):
+            coarse.append(score_excluding(model, model.embed(b), torch.arange(16 * i, 16 * i + b.shape[0]))[0])
+    coarse_loo = torch.cat(coarse).numpy()
+    assert (loo >= coarse_loo * (1 - 1e-2)).all() and (loo > coarse_loo * 1.01).any()
