@@ -59,6 +59,28 @@ def _load_masks(
     return np.stack(masks)
 
 
+def frame_masks(manifest_items: list, root: str | Path, shapes: list[tuple[int, int]]) -> list[np.ndarray] | None:
+    """Each test frame's mask on its own ``eval_grid`` (all False for a good frame); None unless
+    every defective frame has one."""
+    if not all(it.mask or not it.is_anomalous for it in manifest_items):
+        return None
+    out = []
+    for it, shape in zip(manifest_items, shapes, strict=True):
+        grid = eval_grid(shape)
+        m = read_image(resolve(root, it.mask))[:, :, 0] if it.mask else np.zeros(grid, np.uint8)
+        out.append(cv2.resize(m, (grid[1], grid[0]), interpolation=cv2.INTER_NEAREST) > 127)
+    return out
+
+
+def pixel_figures(maps: list[np.ndarray], masks: list[np.ndarray] | None) -> dict[str, float | None]:
+    """Pooled pixel AUROC and AUPRO of maps (any size) against ``frame_masks``: each map is brought
+    onto its mask's grid, so frames of every size and aspect count on their own pixels."""
+    if masks is None:
+        return {"pixel_auroc": None, "aupro": None}
+    on_grid = [to_grid(m, k.shape) for m, k in zip(maps, masks, strict=True)]
+    return {"pixel_auroc": metrics.pixel_auroc(on_grid, masks), "aupro": metrics.aupro(on_grid, masks)}
+
+
 def evaluate(
     inspector: Inspector,
     manifest: Manifest,
@@ -82,15 +104,16 @@ def evaluate(
         from inspector.explain import Explainer
 
         explainer = Explainer(inspector)
-    size: tuple[int, int] | None = None
     scores, maps_small, cams, shapes = [], [], [], []
     n_ood = 0
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
         images = load_items(chunk, root)
         shapes += [im.shape[:2] for im in images]
-        size = size or eval_grid(images[0].shape)
         for im, r in zip(images, inspector.inspect_images(images), strict=True):
+            # Each frame on its own grid: products whose frames vary in size and aspect (issue 11)
+            # would be distorted on one grid taken from the first frame.
+            size = eval_grid(im.shape)
             n_ood += r.out_of_domain is not None
             scores.append(r.score)
             maps_small.append(to_grid(r.anomaly_map, size))
@@ -101,19 +124,18 @@ def evaluate(
     s = np.array(scores)
     labels = np.array([it.is_anomalous for it in items], dtype=int)
     defects = [it.defect for it in items]
-    assert size is not None
     try:
-        masks = _load_masks(items, root, shapes, size)
+        masks = frame_masks(items, root, shapes)
     except ImageError as exc:
         raise ManifestError(f"cannot read a mask: {exc}") from None
-    maps = np.stack(maps_small)
+    maps = maps_small
     frr, miss = metrics.rates_at(s, labels, inspector.thresholds.decision)
     report = {
         "image_auroc": metrics.image_auroc(s, labels),
         "per_defect": metrics.per_defect_auroc(s, labels, defects),
         "pixel_auroc": metrics.pixel_auroc(maps, masks) if masks is not None else None,
         "aupro": metrics.aupro(maps, masks) if masks is not None else None,
-        "gradcam_pixel_auroc": metrics.pixel_auroc(np.stack(cams), masks) if masks is not None and cams else None,
+        "gradcam_pixel_auroc": metrics.pixel_auroc(cams, masks) if masks is not None and cams else None,
         "f1_max": metrics.f1_max(s, labels),
         "threshold": inspector.thresholds.decision,
         "false_reject_rate": frr,

@@ -6,6 +6,8 @@ components of the ground-truth masks, integrated up to a false-positive rate of 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -30,25 +32,39 @@ def per_defect_auroc(scores: np.ndarray, labels: np.ndarray, defects: list[str |
     return out
 
 
-def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float | None:
-    y = (masks > 0).ravel()
+def _flat(a: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """All pixels of a stack, or of a list of per-frame arrays of different shapes, in one vector."""
+    return a.ravel() if isinstance(a, np.ndarray) else np.concatenate([np.asarray(m).ravel() for m in a])
+
+
+def pixel_auroc(maps: np.ndarray | Sequence[np.ndarray], masks: np.ndarray | Sequence[np.ndarray]) -> float | None:
+    """Pooled over every pixel; ``maps`` and ``masks`` are stacks or per-frame lists (frames of any size)."""
+    y = _flat(masks) > 0
     if y.all() or not y.any():
         return None
-    return float(roc_auc_score(y, maps.ravel()))
+    return float(roc_auc_score(y, _flat(maps)))
 
 
-def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, steps: int = 400) -> float | None:
-    """Normalised area under the per-region-overlap curve up to ``fpr_limit``."""
-    masks = masks > 0
-    if not masks.any() or masks.all():
+def aupro(
+    maps: np.ndarray | Sequence[np.ndarray],
+    masks: np.ndarray | Sequence[np.ndarray],
+    fpr_limit: float = 0.3,
+    steps: int = 400,
+) -> float | None:
+    """Normalised area under the per-region-overlap curve up to ``fpr_limit``; stacks or per-frame lists."""
+    masks = [np.asarray(m) > 0 for m in masks]
+    maps = [np.asarray(m) for m in maps]
+    y = _flat(masks)
+    if not y.any() or y.all():
         return None
     regions = []
     for i, m in enumerate(masks):
         n, lab = cv2.connectedComponents(m.astype(np.uint8))
         regions += [(i, lab == k) for k in range(1, n)]
-    neg = maps[~masks]
+    neg = np.concatenate([a[~m] for a, m in zip(maps, masks, strict=True)])
+    values = _flat(maps)
     # Thresholds over the whole value range (not only the good pixels': they may all tie).
-    thresholds = np.linspace(float(maps.max()), float(maps.min()), steps)
+    thresholds = np.linspace(float(values.max()), float(values.min()), steps)
     fprs, pros = [0.0], [0.0]
     for t in thresholds:
         fprs.append(float((neg >= t).mean()))
