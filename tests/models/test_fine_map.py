@@ -6,16 +6,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
 
-from inspector.synthetic import make_sample
 from models.patchcore import PatchCore, PatchCoreConfig
 from models.patchcore.anomaly_map import anomaly_map
 from models.patchcore.model import resolve_map_layers
 from models.patchcore.serialization import load_patchcore, save_patchcore
+from tests.models.conftest import map_and_coarse_auroc
 
 TINY = PatchCoreConfig(
     layers=("blocks.1", "blocks.2"),
@@ -93,13 +91,5 @@ def test_save_and_load_keep_the_fine_map_and_old_models_keep_theirs(pair, tmp_pa
 def test_fine_map_outlines_a_hairline_crack_better() -> None:
     """Pretrained lite0 at the default 112 px, fine map on: thin synthetic cracks on concrete. The coarse 14x14
     map smears them; the fine map must localise them clearly better (pooled pixel AUROC)."""
-    model = PatchCore(PatchCoreConfig(map_layers="auto", sigma=2.0))
-    good = [make_sample("surface", i, None, size=112).image for i in range(12)]
-    model.fit([torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).float() / 255])
-    bad = [make_sample("surface", i, "crack", size=112) for i in range(6)]
-    x = torch.from_numpy(np.stack([s.image for s in bad])).permute(0, 3, 1, 2).float() / 255
-    pred = model.predict(x)
-    masks = np.stack([s.mask > 127 for s in bad]).ravel()
-    fine = roc_auc_score(masks, pred.anomaly_map.numpy().ravel())
-    coarse = roc_auc_score(masks, anomaly_map(pred.patch_scores, (112, 112), 4.0).numpy().ravel())
+    fine, coarse = map_and_coarse_auroc(PatchCoreConfig(map_layers="auto", sigma=2.0), "surface", "crack")
     assert fine > coarse + 0.01, (fine, coarse)
