@@ -179,6 +179,13 @@ def train_cmd(
         # Elongated frames keep their aspect (112 px across): squashing a 250x627 commutator to a
         # square cost ksdd 0.70 against 0.89 image AUROC (README, "Settings chosen per product").
         input_size, input_width = default_input_hw(m, root)
+        if input_size is not None:
+            area = input_size * (input_width or input_size) / defaults.input_size**2
+            click.echo(
+                f"input {input_width or input_size}x{input_size} px (width x height), from the training frames' "
+                f"shapes: {area:.1f}x the pixels of {defaults.input_size}x{defaults.input_size}, so about that "
+                f"much more time per frame; --input-size/--input-width pin another"
+            )
     config = PatchCoreConfig(
         backbone=chosen_backbone,
         layers=tuple(layers.split(",")) if layers else spec_layers,

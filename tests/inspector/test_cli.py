@@ -161,3 +161,26 @@ def test_checksum_mismatch_stops_training(synthetic_pills, tmp_path: Path) -> No
         "train", "--manifest", str(bad), "--root", str(root), "--out", str(tmp_path / "m"), "--input-size", "64"
     )
     assert code != 0 and "checksum mismatch" in out
+
+
+def test_train_names_the_input_it_takes_from_elongated_frames_and_its_cost(tmp_path: Path) -> None:
+    """Without pinned sizes, elongated frames keep their aspect; ``train`` says so and what it costs."""
+    import cv2
+    import numpy as np
+
+    from inspector.manifest import build_manifest
+
+    root = tmp_path / "long"
+    (root / "good").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(6):  # 100 wide, 250 tall: a commutator-like strip
+        img = (120 + 20 * rng.standard_normal((250, 100, 3))).clip(0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / "good" / f"g{i}.png"), img)
+    man = tmp_path / "long.json"
+    build_manifest(root, layout="folders", normal="good", train_count=6).save(man)
+    code, out = run(
+        "train", "--manifest", str(man), "--root", str(root), "--out", str(tmp_path / "m"),
+        "--coreset-ratio", "0.2", "--no-search", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "input 112x280 px (width x height)" in out and "2.5x the pixels of 112x112" in out
