@@ -43,33 +43,29 @@ def to_grid(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return m if m.shape == hw else cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
 
 
-def _load_masks(
-    manifest_items: list, root: str | Path, shapes: list[tuple[int, int]], size: int | tuple[int, int]
-) -> np.ndarray | None:
-    if not all(it.mask or not it.is_anomalous for it in manifest_items):
+def _mask_on_grid(item: Any, root: str | Path, grid: tuple[int, int]) -> np.ndarray:
+    """One frame's mask on ``grid`` (all False for a frame without one, a good frame)."""
+    m = read_image(resolve(root, item.mask))[:, :, 0] if item.mask else np.zeros(grid, np.uint8)
+    return cv2.resize(m, (grid[1], grid[0]), interpolation=cv2.INTER_NEAREST) > 127
+
+
+def _has_masks(manifest_items: list) -> bool:
+    return all(it.mask or not it.is_anomalous for it in manifest_items)
+
+
+def _load_masks(manifest_items: list, root: str | Path, size: int | tuple[int, int]) -> np.ndarray | None:
+    """Every frame's mask on one ``size`` grid, stacked; None unless every defective frame has one."""
+    if not _has_masks(manifest_items):
         return None
-    size = (size, size) if isinstance(size, int) else size
-    masks = []
-    for it, shape in zip(manifest_items, shapes, strict=True):
-        if it.mask:
-            m = read_image(resolve(root, it.mask))[:, :, 0]
-        else:
-            m = np.zeros(shape, np.uint8)
-        masks.append(cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 127)
-    return np.stack(masks)
+    grid = (size, size) if isinstance(size, int) else size
+    return np.stack([_mask_on_grid(it, root, grid) for it in manifest_items])
 
 
 def frame_masks(manifest_items: list, root: str | Path, shapes: list[tuple[int, int]]) -> list[np.ndarray] | None:
-    """Each test frame's mask on its own ``eval_grid`` (all False for a good frame); None unless
-    every defective frame has one."""
-    if not all(it.mask or not it.is_anomalous for it in manifest_items):
+    """Each test frame's mask on its own ``eval_grid``; None unless every defective frame has one."""
+    if not _has_masks(manifest_items):
         return None
-    out = []
-    for it, shape in zip(manifest_items, shapes, strict=True):
-        grid = eval_grid(shape)
-        m = read_image(resolve(root, it.mask))[:, :, 0] if it.mask else np.zeros(grid, np.uint8)
-        out.append(cv2.resize(m, (grid[1], grid[0]), interpolation=cv2.INTER_NEAREST) > 127)
-    return out
+    return [_mask_on_grid(it, root, eval_grid(shape)) for it, shape in zip(manifest_items, shapes, strict=True)]
 
 
 def pixel_figures(maps: list[np.ndarray], masks: list[np.ndarray] | None) -> dict[str, float | None]:
@@ -128,13 +124,11 @@ def evaluate(
         masks = frame_masks(items, root, shapes)
     except ImageError as exc:
         raise ManifestError(f"cannot read a mask: {exc}") from None
-    maps = maps_small
     frr, miss = metrics.rates_at(s, labels, inspector.thresholds.decision)
     report = {
         "image_auroc": metrics.image_auroc(s, labels),
         "per_defect": metrics.per_defect_auroc(s, labels, defects),
-        "pixel_auroc": metrics.pixel_auroc(maps, masks) if masks is not None else None,
-        "aupro": metrics.aupro(maps, masks) if masks is not None else None,
+        **pixel_figures(maps_small, masks),
         "gradcam_pixel_auroc": metrics.pixel_auroc(cams, masks) if masks is not None and cams else None,
         "f1_max": metrics.f1_max(s, labels),
         "threshold": inspector.thresholds.decision,

@@ -122,7 +122,7 @@ def bench(
     bad = [i for i, it in enumerate(items) if it.is_anomalous]
     print(f"images: {len(items)} ({len(bad)} defective), input {size} px")
 
-    masks = _load_masks([items[i] for i in bad], root, [images[i].shape[:2] for i in bad], size)
+    masks = _load_masks([items[i] for i in bad], root, size)
     if masks is not None and len(bad):
         base = np.stack([blob(size)] * len(bad))
         a = np.stack([amaps[i] for i in bad])

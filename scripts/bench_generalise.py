@@ -90,7 +90,7 @@ class Dataset:
         self.test = load_items(test, root)
         self.labels = np.array([it.is_anomalous for it in test], int)
         self.grid = eval_grid(self.test[0].shape)
-        self.masks = _load_masks(test, root, [im.shape[:2] for im in self.test], self.grid)
+        self.masks = _load_masks(test, root, self.grid)
         # Masked set for pixel figures where the data has no masks: good test images, each with
         # one pasted defect (a different seed from the search's), donors from the training images.
         good_test = [im for im, lab in zip(self.test, self.labels, strict=True) if lab == 0][:60]
