@@ -27,14 +27,6 @@ from models.patchcore.leave_one_out import _masked_nearest
 from models.patchcore.model import FINE_SCORE_MODES as MODES
 
 
-def fine_patch_scores(fine: FineMap, features: dict[str, torch.Tensor], input_hw: tuple[int, int]) -> torch.Tensor:
-    """(B, h, w) distances to the fine bank in the score bank's units; differentiable."""
-    emb = fine.standardise(fine.raw_embed(features, input_hw, detach=False))
-    b, _, h, w = emb.shape
-    dist, _ = nearest_neighbours(fine.rows(emb).contiguous(), fine.bank, fine.bank_sq)
-    return dist.reshape(b, h, w) * fine.unit
-
-
 def fine_image_scores(fine: FineMap, features: dict[str, torch.Tensor], input_hw: tuple[int, int]) -> torch.Tensor:
     """(B,) largest fine patch distance per image; differentiable.
 

@@ -12,7 +12,7 @@ import torch
 from models.explain import anomaly_grad_cam
 from models.explain.gradcam import deepest_layer
 from models.patchcore import ModelFileError, PatchCore, PatchCoreConfig
-from models.patchcore.fine_score import combine, fine_image_scores, fine_patch_scores, fine_scores_excluding
+from models.patchcore.fine_score import combine, fine_image_scores, fine_scores_excluding
 from models.patchcore.leave_one_out import leave_one_out_scores, score_excluding
 from models.patchcore.loo_state import state_from_fit
 from models.patchcore.serialization import load_patchcore, save_patchcore
@@ -60,7 +60,7 @@ def test_score_is_the_coarse_and_fine_scores_combined(fitted: PatchCore) -> None
     sc, sf = fitted.score_scale
     torch.testing.assert_close(got, torch.maximum(coarse, fine * sc / sf))
     # The fine score is the largest fine patch distance, in the score bank's units.
-    torch.testing.assert_close(fine, fine_patch_scores(fitted.fine_map, feats, (64, 64)).flatten(1).amax(1))
+    torch.testing.assert_close(fine, fitted.fine_map.patch_scores(feats, (64, 64)).flatten(1).amax(1))
     # The map stays the score grid's unless the map's fine bank was asked for (map_layers).
     assert fitted.predict(x).anomaly_map.shape == (3, 64, 64) and not fitted.map_reads_fine
 
