@@ -31,6 +31,9 @@ class LoginDialog(QDialog):
         super().__init__(parent)
         self.store = store
         self.user: User | None = None
+        # An attempt is over when its answer arrives, not when its thread has wound down: a retry
+        # typed right after a refusal must be checked, not dropped while the old worker exits.
+        self._checking = False
         self.setWindowTitle("inspector · log in")
         self.setMinimumWidth(360)
         lay = QVBoxLayout(self)
@@ -62,8 +65,9 @@ class LoginDialog(QDialog):
 
     def accept(self) -> None:
         """Starts the password check on a worker; the dialog closes when it succeeds."""
-        if self.jobs_running():
+        if self._checking:
             return
+        self._checking = True
         self.error.setStyleSheet("color:#5f6368;")
         self.error.setText("checking…")
         self.buttons.setEnabled(False)
@@ -72,10 +76,8 @@ class LoginDialog(QDialog):
             done=self._accepted, failed=self._refused,
         )
 
-    def jobs_running(self) -> bool:
-        return bool(self.__dict__.get("jobs"))
-
     def _accepted(self, user: User) -> None:
+        self._checking = False
         self.buttons.setEnabled(True)
         self.error.setText("")
         self.user = user
@@ -83,6 +85,7 @@ class LoginDialog(QDialog):
         self.checked.emit(True)
 
     def _refused(self, exc: BaseException) -> None:
+        self._checking = False
         self.buttons.setEnabled(True)
         self.error.setStyleSheet("color:#d93025;")
         self.error.setText(str(exc) if isinstance(exc, InspectorError) else f"login failed: {exc}")

@@ -30,6 +30,26 @@ def test_login(qtbot, store) -> None:
     assert dlg.user is not None and dlg.user.role == "operator" and dlg.result() == 1
 
 
+def test_a_retry_right_after_a_refusal_is_checked(qtbot, store) -> None:
+    """The retry comes from a slot on the refusal, before the refused attempt's thread is reaped."""
+    dlg = LoginDialog(store)
+    qtbot.addWidget(dlg)
+    dlg.user_id.setText("ana")
+    dlg.password.setText("wrong-password")
+    answers: list[bool] = []
+
+    def retry(ok: bool) -> None:
+        answers.append(ok)
+        if not ok:
+            dlg.password.setText("ana-pass")
+            dlg.accept()
+
+    dlg.checked.connect(retry)
+    dlg.accept()
+    qtbot.waitUntil(lambda: len(answers) == 2, timeout=30000)
+    assert answers == [False, True] and dlg.user is not None
+
+
 @pytest.mark.parametrize(
     ("user", "views"),
     [("ana", {"operator"}), ("eng", {"engineer"}), ("aud", {"auditor"}), ("root", {"auditor", "users"})],
