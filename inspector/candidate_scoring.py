@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import cv2
@@ -19,6 +19,7 @@ import torch
 
 from inspector import metrics
 from inspector.preprocess import to_batch
+from inspector.search_evidence import Evidence
 from inspector.synthetic_defects import defective_set
 from models.patchcore import PatchCore, PatchCoreConfig
 
@@ -67,6 +68,9 @@ class Scored:
     aupro: float | None = None
     bank_rows: int | None = None  # of the final model, for the cost
     stage: str = ""
+    # 95% lower bound of its criterion gain over the settings used without a search (None: not compared)
+    gain_low: float | None = None
+    evidence: Evidence | None = field(default=None, repr=False, compare=False)  # per-image, for the bootstrap
 
     @property
     def criterion(self) -> float | None:
@@ -75,7 +79,7 @@ class Scored:
         return sum(w * float(getattr(self, k) or 0.0) for k, w in WEIGHTS.items())
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "evidence"}
         d["candidate"] = {**asdict(self.candidate), "name": self.candidate.name}
         d["criterion"] = self.criterion
         return d
@@ -208,6 +212,7 @@ def _evaluate(
     s.image_auroc = metrics.image_auroc(sc, data.labels)
     s.pixel_auroc = metrics.pixel_auroc(mp, data.masks)
     s.aupro = metrics.aupro(mp, data.masks, steps=100)
+    s.evidence = Evidence.from_maps(sc, data.labels, mp, data.masks)
     return s
 
 

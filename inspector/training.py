@@ -298,6 +298,7 @@ def _search(
             backbones=opts.backbones,
             layer_sets=opts.layer_sets,
             ratios=opts.ratios,
+            require_evidence=opts.require_evidence,
             progress=progress,
         )
     except ValueError as exc:

@@ -139,6 +139,12 @@ def engineer_shot(store: AuditStore, setup: app_logic.DemoSetup, out: Path) -> N
     wait_for(eng.evaluation_done, 600)
     pump(500)
     save(window, out, "engineer.png")
+    eng.models_table.selectRow(0)
+    eng.show_settings()  # the version's settings and how they were chosen
+    eng.settings_dialog.move(140, 220)
+    pump(300)
+    save(None, out, "engineer-settings.png")
+    eng.settings_dialog.close()
     window.close()
 
 

@@ -13,6 +13,8 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
+    QDialog,
     QFileDialog,
     QGridLayout,
     QGroupBox,
@@ -20,6 +22,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSlider,
@@ -107,6 +110,11 @@ class EngineerWidget(QWidget):
         lay.addWidget(QLabel("Data root"), 1, 0)
         lay.addWidget(self.root_edit, 1, 1)
         lay.addWidget(imp, 1, 2)
+        self.search_box = QCheckBox("Choose settings on this product's good images (slower)")
+        self.search_box.setToolTip(
+            "Scores candidate settings on synthetic defects pasted onto good training images; the defaults"
+            " stay unless one beats them beyond chance. About 10-20x the training time."
+        )
         self.train_button = QPushButton("Train new version")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -118,12 +126,13 @@ class EngineerWidget(QWidget):
         row.addWidget(self.train_button)
         row.addWidget(self.progress, 1)
         row.addWidget(self.cancel_button)
-        lay.addLayout(row, 2, 0, 1, 3)
-        lay.addWidget(self.stage, 3, 0, 1, 3)
+        lay.addWidget(self.search_box, 2, 0, 1, 3)
+        lay.addLayout(row, 3, 0, 1, 3)
+        lay.addWidget(self.stage, 4, 0, 1, 3)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        lay.addWidget(self.status, 4, 0, 1, 3)
-        lay.setRowStretch(5, 1)
+        lay.addWidget(self.status, 5, 0, 1, 3)
+        lay.setRowStretch(6, 1)
         return box
 
     def _models_box(self) -> QGroupBox:
@@ -138,6 +147,7 @@ class EngineerWidget(QWidget):
             ("Activate…", self.activate_selected),
             ("Roll back…", self.rollback),
             ("Explanations…", self.show_explanations),
+            ("Settings…", self.show_settings),
         )
         self.version_buttons: dict[str, QPushButton] = {}
         for text, slot in buttons:
@@ -226,6 +236,25 @@ class EngineerWidget(QWidget):
         self.explanations.resize(960, 720)
         self.explanations.show()
 
+    def show_settings(self) -> None:
+        """The selected model's settings and, where it was searched, every candidate and the reason."""
+        ids = self.selected_models()
+        model = next((m for m in self.models if ids and m.id == ids[0]), None)
+        if model is None:
+            self.message("select a model version to see its settings", error=True)
+            return
+        dialog = QDialog(self)
+        dialog.setWindowTitle(f"Settings: model {model.id}")
+        text = QPlainTextEdit(app_logic.settings_report(model.model_dir))
+        text.setReadOnly(True)
+        text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        text.setStyleSheet("font-family: monospace;")
+        QVBoxLayout(dialog).addWidget(text)
+        dialog.resize(1000, 380)
+        self.settings_dialog = dialog
+        self.settings_text = text
+        dialog.show()
+
     def selected_models(self) -> list[int]:
         rows = sorted({i.row() for i in self.models_table.selectedIndexes()})
         return [int(self.models_table.item(r, 0).text()) for r in rows]
@@ -273,7 +302,12 @@ class EngineerWidget(QWidget):
         if paths is None:
             return
         worker = Worker(
-            app_logic.train_and_register, self.session, *paths, progress_arg="progress", stop_arg="should_stop"
+            app_logic.train_and_register,
+            self.session,
+            *paths,
+            search=self.search_box.isChecked(),
+            progress_arg="progress",
+            stop_arg="should_stop",
         )
         worker.yielded.connect(self._on_progress)
         self.progress.setValue(0)

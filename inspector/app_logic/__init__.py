@@ -28,6 +28,7 @@ from inspector.app_logic.engineer import (
     evaluate_model,
     import_folder,
     model_rows,
+    settings_report,
     train_and_register,
     what_if,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "recorded_view",
     "FRAME_MISMATCH",
     "run_station",
+    "settings_report",
     "train_and_register",
     "views_for",
     "what_if",

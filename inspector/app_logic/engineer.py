@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,8 +42,14 @@ def train_and_register(
     *,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    search: bool = False,
 ) -> int:
-    """Trains a new model version from a manifest and records it in the store; returns its id."""
+    """Trains a new model version from a manifest and records it in the store; returns its id.
+
+    With ``search``, the settings are chosen on the product's good images (``train --search``);
+    the choice and why are kept in model.json, and ``settings_report`` shows them.
+    """
+    from inspector.autoconfig import SearchOptions
     from inspector.pipeline import Inspector
     from inspector.training import train
 
@@ -58,12 +65,44 @@ def train_and_register(
         progress=progress,
         should_stop=should_stop,
         trained_by=session.user.id,
+        search=SearchOptions() if search else None,
     )
     if should_stop and should_stop():
         raise InterruptedError("training cancelled")
     add_defect_classifier(out, manifest_path, root, progress)
     station = Station(session.store, Inspector.load(out, session.device), session.station)
     return station.model_version_id or station.register_model(session.user)
+
+
+def settings_report(model_dir: str | Path) -> str:
+    """A model version's settings and how they were chosen: the search's table and reason, or none.
+
+    Plain text for a monospace view: the engineer reads the same table ``train --search`` prints.
+    """
+    from inspector.autoconfig import format_table
+
+    path = Path(model_dir) / "model.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"cannot read {path}: {exc}"
+    cfg = doc.get("config", {}) if isinstance(doc, dict) else {}
+    meta = doc.get("metadata", {}) if isinstance(doc, dict) else {}
+    h = cfg.get("input_size")
+    w = cfg.get("input_width") or h
+    lines = [
+        f"backbone {cfg.get('backbone')}, stages {'+'.join(cfg.get('layers') or [])}, input {h}x{w} px,"
+        f" stride {cfg.get('feature_stride')}, coreset {cfg.get('coreset_ratio')}",
+        f"trained on {meta.get('n_train_images', '?')} good images by {meta.get('trained_by') or '?'}"
+        f" at {meta.get('trained_at', '?')}",
+        "",
+    ]
+    search = meta.get("settings_search") or {}
+    if "candidates" in search:
+        lines.append(format_table(search))
+    else:
+        lines.append("settings given, not searched (train with the settings search to choose them per product)")
+    return "\n".join(lines)
 
 
 @dataclass

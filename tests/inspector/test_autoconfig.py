@@ -55,9 +55,32 @@ def good_images() -> list[np.ndarray]:
     return [make_sample("pill", i, None, size=64).image for i in range(16)]
 
 
+def test_pick_keeps_the_incumbent_unless_beaten_beyond_chance() -> None:
+    default, better_raw, beyond = _scored(0, 0.90, 10), _scored(1, 0.95, 12), _scored(2, 0.93, 14)
+    better_raw.gain_low, beyond.gain_low = -0.01, 0.004  # bounds as the bootstrap would record them
+    assert pick([default, better_raw], allow_over=False, tolerance=0.0, incumbent=default) is default
+    assert pick([default, better_raw, beyond], allow_over=False, tolerance=0.0, incumbent=default) is beyond
+    assert pick([default, better_raw], allow_over=False, tolerance=0.0) is better_raw  # no incumbent: raw score
+    slow_default = _scored(3, 0.90, 50)  # over budget: it cannot be kept, the raw score decides
+    assert pick([slow_default, better_raw], allow_over=False, tolerance=0.0, incumbent=slow_default) is better_raw
+
+
+def test_search_keeps_the_defaults_unless_a_candidate_beats_them(good_images) -> None:
+    _, sel = select_config(good_images, base=BASE, pinned={"input_size": 64}, n_fit=8, n_eval=4, **FAST)
+    doc = sel.to_json()
+    assert doc["incumbent"] == sel.scored[0].candidate.name  # what train uses without a search
+    if sel.chosen is sel.scored[0]:
+        assert "kept the settings used without a search" in sel.reason
+        assert all(s.gain_low is None or s.gain_low <= 0 for s in sel.scored[1:])
+    else:
+        assert sel.chosen.gain_low is not None and sel.chosen.gain_low > 0 and "beyond chance" in sel.reason
+    assert "default" in format_table(doc)
+
+
 def test_search_chooses_the_best_scored_candidate_and_records_all(good_images) -> None:
     config, sel = select_config(
-        good_images, base=BASE, pinned={"input_size": 64}, n_fit=8, n_eval=4, tolerance=0.0, **FAST
+        good_images, base=BASE, pinned={"input_size": 64}, n_fit=8, n_eval=4, tolerance=0.0,
+        require_evidence=False, **FAST
     )
     scored = [s for s in sel.scored if s.criterion is not None and s.within_budget]
     assert len(sel.scored) == 2 and scored
@@ -101,6 +124,10 @@ def test_train_with_search_writes_the_choice_into_model_json(synthetic_pills, tm
     chosen = res.selection.chosen.candidate
     assert tuple(doc["config"]["layers"]) == chosen.layers
     assert doc["config"]["coreset_ratio"] == 0.25 and doc["config"]["pretrained"] is False
+    from inspector.app_logic import settings_report
+
+    report = settings_report(tmp_path / "m")  # what the engineer view shows
+    assert f"chosen: {search['chosen']}" in report and search["reason"] in report
 
 
 def test_train_without_search_keeps_the_given_settings(synthetic_pills, tmp_path) -> None:
@@ -110,6 +137,10 @@ def test_train_without_search_keeps_the_given_settings(synthetic_pills, tmp_path
     res = train(manifest, root, tmp_path / "m", config=BASE, device="cpu", holdout_share=0.25)
     assert res.selection is None
     assert "given settings" in (tmp_path / "m" / "model.json").read_text()
+    from inspector.app_logic import settings_report
+
+    assert "not searched" in settings_report(tmp_path / "m")
+    assert "cannot read" in settings_report(tmp_path / "nowhere")
 
 
 def test_synthetic_defects_have_masks_and_change_only_near_them(good_images) -> None:

@@ -62,3 +62,33 @@ def test_activation_needs_a_reason(qtbot, store, make_session) -> None:
     assert dialog.isVisible()
     dialog.reject()
     assert "nothing changed" in view.status.text()
+
+
+def test_settings_show_how_the_model_was_configured(qtbot, make_session) -> None:
+    view = open_view(qtbot, make_session("eng"))
+    view.show_settings()  # nothing selected: a message, no dialog
+    assert "select a model version" in view.status.text()
+    view.models_table.selectRow(0)
+    view.show_settings()
+    text = view.settings_text.toPlainText()
+    assert "backbone" in text and "input" in text
+    assert "not searched" in text  # the tiny test model was trained with given settings
+
+
+def test_the_search_box_asks_training_for_the_settings_search(qtbot, make_session, monkeypatch) -> None:
+    from inspector import app_logic
+
+    asked: list[bool] = []
+
+    def fake_train(session, manifest, root, *, progress=None, should_stop=None, search=False) -> int:
+        asked.append(search)
+        return 1
+
+    monkeypatch.setattr(app_logic, "train_and_register", fake_train)
+    view = open_view(qtbot, make_session("eng"))
+    for checked in (False, True):
+        view.search_box.setChecked(checked)
+        with qtbot.waitSignal(view.training_done, timeout=30000):
+            view.train_button.click()
+        qtbot.waitUntil(lambda: view.worker is None)
+    assert asked == [False, True]
