@@ -250,7 +250,8 @@ class EngineerWidget(QWidget):
         text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         text.setStyleSheet("font-family: monospace;")
         QVBoxLayout(dialog).addWidget(text)
-        dialog.resize(1000, 380)
+        lines = text.toPlainText().count("\n") + 1
+        dialog.resize(1000, min(600, 60 + 18 * lines))  # the search's table, or two lines without one
         self.settings_dialog = dialog
         self.settings_text = text
         dialog.show()

@@ -93,8 +93,9 @@ def settings_report(model_dir: str | Path) -> str:
     lines = [
         f"backbone {cfg.get('backbone')}, stages {'+'.join(cfg.get('layers') or [])}, input {h}x{w} px,"
         f" stride {cfg.get('feature_stride')}, coreset {cfg.get('coreset_ratio')}",
-        f"trained on {meta.get('n_train_images', '?')} good images by {meta.get('trained_by') or '?'}"
-        f" at {meta.get('trained_at', '?')}",
+        f"trained on {meta.get('n_train_images', '?')} good images"
+        + (f" by {meta['trained_by']}" if meta.get("trained_by") else "")
+        + f" at {meta.get('trained_at', '?')}",
         "",
     ]
     search = meta.get("settings_search") or {}
