@@ -225,10 +225,8 @@ class EngineerWidget(QWidget):
         from inspector.app_logic.explanations import read_explain_report
         from ui.widgets.explain_verdicts import ExplainVerdictsWidget
 
-        ids = self.selected_models()
-        model = next((m for m in self.models if ids and m.id == ids[0]), None)
+        model = self._first_selected("its explanation report")
         if model is None:
-            self.message("select a model version to see its explanation report", error=True)
             return
         self.explanations = ExplainVerdictsWidget()
         self.explanations.setWindowTitle(f"Explanations: model {model.id}")
@@ -238,10 +236,8 @@ class EngineerWidget(QWidget):
 
     def show_settings(self) -> None:
         """The selected model's settings and, where it was searched, every candidate and the reason."""
-        ids = self.selected_models()
-        model = next((m for m in self.models if ids and m.id == ids[0]), None)
+        model = self._first_selected("its settings")
         if model is None:
-            self.message("select a model version to see its settings", error=True)
             return
         dialog = QDialog(self)
         dialog.setWindowTitle(f"Settings: model {model.id}")
@@ -255,6 +251,14 @@ class EngineerWidget(QWidget):
         self.settings_dialog = dialog
         self.settings_text = text
         dialog.show()
+
+    def _first_selected(self, what: str) -> Any:
+        """The first selected model version, or None after asking the engineer to select one."""
+        ids = self.selected_models()
+        model = next((m for m in self.models if ids and m.id == ids[0]), None)
+        if model is None:
+            self.message(f"select a model version to see {what}", error=True)
+        return model
 
     def selected_models(self) -> list[int]:
         rows = sorted({i.row() for i in self.models_table.selectedIndexes()})
