@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, int, int], None]
 CALIBRATIONS = ("leave-one-out", "holdout")
+# Below this the search's evaluation set is two good images with four pasted defects: no
+# candidate can beat the defaults beyond chance there, so the search would only cost time.
+MIN_SEARCH_IMAGES = 8
 
 
 @dataclass
@@ -175,6 +178,13 @@ def train(
     calibration_items = val if labelled_val else hold_items
     check_items([*fit_items, *calibration_items], root, progress)
     selection = None
+    search_note = None
+    if search is not None and len(fit_items) < MIN_SEARCH_IMAGES:
+        search_note = (
+            f"{len(fit_items)} good training images are too few for the settings search (it needs"
+            f" {MIN_SEARCH_IMAGES}); the given settings are used"
+        )
+        search = None
     if search is not None:
         # The search ranks the score bank's settings; an opt-in fine image score rides along.
         fine = {"fine_score": config.fine_score, "fine_score_level": config.fine_score_level}
@@ -232,6 +242,8 @@ def train(
     domain = profile_items(good, root)  # what a frame must look like to get a verdict (inspector.domain)
     warning = statement.warning(thresholds.target_frr) if statement else None
     warnings = [warning] if warning else []
+    if search_note:
+        warnings.append(search_note)
     if suspects:
         warnings.append(
             "good training images scoring far above the tail of the others (a defect labelled good?): "
@@ -255,7 +267,9 @@ def train(
         "suspect_good_images": suspects,
         "domain": domain.to_json(),
         "python": platform.python_version(),
-        "settings_search": selection.to_json() if selection is not None else {"chosen_by": "given settings"},
+        "settings_search": selection.to_json()
+        if selection is not None
+        else {"chosen_by": "given settings", **({"note": search_note} if search_note else {})},
     }
     out = save_patchcore(model, out_dir, meta)
     if cal_state is not None:

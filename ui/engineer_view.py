@@ -111,6 +111,7 @@ class EngineerWidget(QWidget):
         lay.addWidget(self.root_edit, 1, 1)
         lay.addWidget(imp, 1, 2)
         self.search_box = QCheckBox("Choose settings on this product's good images (slower)")
+        self.search_box.setChecked(True)  # as ``inspector train``: the defaults stay unless beaten beyond chance
         self.search_box.setToolTip(
             "Scores candidate settings on synthetic defects pasted onto good training images; the defaults"
             " stay unless one beats them beyond chance. About 10-20x the training time."

@@ -63,11 +63,11 @@ class BackboneChoice(click.Choice):  # type: ignore[type-arg]
 )
 @click.option(
     "--search/--no-search",
-    default=False,
+    default=True,
     show_default=True,
     help="Choose unpinned settings on the product's good images with synthetic defects; the defaults stay "
     "unless a candidate beats them beyond chance (x1.3 to x5.5 the training time on the real sets). "
-    "Without it: the fixed defaults (lite0, pixels+blocks.2+blocks.3, 112 px across, 10%), with "
+    "--no-search: the fixed defaults (lite0, pixels+blocks.2+blocks.3, 112 px across, 10%), with "
     "elongated frames' aspect kept.",
 )
 @click.option(
@@ -152,7 +152,7 @@ def train_cmd(
 ) -> None:
     """Fit PatchCore on the manifest's good training images, calibrate the threshold, save.
 
-    With --search (and unless every setting is pinned), the settings are first chosen on the good
+    Unless every setting is pinned (or --no-search), the settings are first chosen on the good
     training images with synthetic defects: the defaults stay unless a candidate beats them
     beyond chance; the table of candidates is printed and kept in model.json.
 

@@ -178,3 +178,30 @@ def test_without_search_elongated_frames_keep_their_aspect(tmp_path) -> None:
         Image.new("RGB", (w, h)).save(tmp_path / name)
         item = ManifestItem(path=name, label="normal", split="train", sha256="0" * 64)
         assert default_input_hw(Manifest(name, [item]), tmp_path) == expected
+
+
+def test_cli_train_searches_by_default_and_keeps_the_choice(synthetic_pills, tmp_path) -> None:
+    """``inspector train`` with nothing pinned chooses its settings itself and says how."""
+    from click.testing import CliRunner
+
+    from inspector.cli import main
+
+    root, _, path = synthetic_pills
+    args = ["train", "--manifest", str(path), "--root", str(root), "--out", str(tmp_path / "m"), "--device", "cpu"]
+    res = CliRunner().invoke(main, [*args, "--layers", "blocks.2,blocks.3", "--coreset-ratio", "0.25"])
+    assert res.exit_code == 0, res.output
+    search = json.loads((tmp_path / "m" / "model.json").read_text())["metadata"]["settings_search"]
+    assert search["incumbent"] and len(search["candidates"]) >= 2  # sizes and backbones were tried
+    assert f"* chosen: {search['chosen']}" in res.output and "gain>=" in res.output
+
+
+def test_too_few_images_for_a_search_train_with_the_given_settings(synthetic_pills, tmp_path) -> None:
+    from inspector.manifest import Manifest
+    from inspector.training import MIN_SEARCH_IMAGES, train
+
+    root, manifest, _ = synthetic_pills
+    few = Manifest("few", manifest.split("train")[: MIN_SEARCH_IMAGES - 1])
+    res = train(few, root, tmp_path / "m", config=BASE, device="cpu", search=SearchOptions(**FAST))
+    assert res.selection is None and any("too few for the settings search" in w for w in res.warnings)
+    search = json.loads((tmp_path / "m" / "model.json").read_text())["metadata"]["settings_search"]
+    assert search["chosen_by"] == "given settings" and "too few" in search["note"]

@@ -73,6 +73,7 @@ def test_train_prints_the_statement_the_warning_and_the_least_typical_images(syn
             "0.25",
             "--layers",
             "blocks.1,blocks.2",
+            "--no-search",
             "--device",
             "cpu",
         ],

@@ -15,6 +15,8 @@ def open_view(qtbot, session) -> EngineerWidget:
 
 def test_training_completes_through_the_worker(qtbot, store, make_session) -> None:
     view = open_view(qtbot, make_session("eng"))
+    assert view.search_box.isChecked()  # the search is the default, as on the CLI
+    view.search_box.setChecked(False)  # the tiny model's given settings: this test is about the worker
     before = view.models_table.rowCount()
     with qtbot.waitSignal(view.training_done, timeout=120000) as blocker:
         view.train_button.click()
