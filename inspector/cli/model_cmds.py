@@ -66,7 +66,7 @@ class BackboneChoice(click.Choice):  # type: ignore[type-arg]
     default=True,
     show_default=True,
     help="Choose unpinned settings on the product's good images with synthetic defects; the defaults stay "
-    "unless a candidate beats them beyond chance (x1.3 to x5.5 the training time on the real sets). "
+    "unless a candidate beats them beyond chance (x1.2 to x1.8 the training time on the real sets). "
     "--no-search: the fixed defaults (lite0, pixels+blocks.2+blocks.3, 112 px across, 10%), with "
     "elongated frames' aspect kept.",
 )
