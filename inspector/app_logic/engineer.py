@@ -60,7 +60,7 @@ def train_and_register(
         manifest,
         root,
         out,
-        config=session.train_config,
+        config=training_config(session.train_config, manifest, root, search),
         device=session.device,
         progress=progress,
         should_stop=should_stop,
@@ -72,6 +72,22 @@ def train_and_register(
     add_defect_classifier(out, manifest_path, root, progress)
     station = Station(session.store, Inspector.load(out, session.device), session.station)
     return station.model_version_id or station.register_model(session.user)
+
+
+def training_config(config: Any, manifest: Manifest, root: str | Path, search: bool) -> Any:
+    """The settings to train with when the engineer gave none, as ``inspector train`` picks them.
+
+    Without the search, far-from-square frames keep their aspect (112 px across), as with
+    ``train --no-search``: squashing ksdd's commutators to a square cost 0.70 against 0.89 image
+    AUROC. With it, the search starts from that size itself.
+    """
+    if config is not None or search:
+        return config
+    from inspector.autoconfig import default_input_hw
+    from models.patchcore import PatchCoreConfig
+
+    h, w = default_input_hw(manifest, root)
+    return None if h is None else PatchCoreConfig(input_size=h, input_width=w)
 
 
 def settings_report(model_dir: str | Path) -> str:

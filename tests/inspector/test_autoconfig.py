@@ -205,3 +205,21 @@ def test_too_few_images_for_a_search_train_with_the_given_settings(synthetic_pil
     assert res.selection is None and any("too few for the settings search" in w for w in res.warnings)
     search = json.loads((tmp_path / "m" / "model.json").read_text())["metadata"]["settings_search"]
     assert search["chosen_by"] == "given settings" and "too few" in search["note"]
+
+
+def test_the_engineer_view_trains_elongated_frames_at_their_aspect_without_a_search(tmp_path) -> None:
+    from PIL import Image
+
+    from inspector.app_logic.engineer import training_config
+    from inspector.manifest import Manifest, ManifestItem
+
+    items = []
+    for i in range(4):
+        name = f"f{i}.png"
+        Image.new("RGB", (120, 300)).save(tmp_path / name)  # 2.5:1, portrait
+        items.append(ManifestItem(path=name, label="normal", split="train", sha256="0" * 64))
+    tall = Manifest("tall", items)
+    cfg = training_config(None, tall, tmp_path, search=False)
+    assert cfg is not None and cfg.input_hw == (280, 112)  # 112 px across, the height in proportion
+    assert training_config(None, tall, tmp_path, search=True) is None  # the search starts from that size
+    assert training_config(BASE, tall, tmp_path, search=False) is BASE  # given settings stay
