@@ -60,7 +60,7 @@ def train_and_register(
         manifest,
         root,
         out,
-        config=training_config(session.train_config, manifest, root, search),
+        config=training_config(session.train_config, manifest, root),
         device=session.device,
         progress=progress,
         should_stop=should_stop,
@@ -74,14 +74,14 @@ def train_and_register(
     return station.model_version_id or station.register_model(session.user)
 
 
-def training_config(config: Any, manifest: Manifest, root: str | Path, search: bool) -> Any:
+def training_config(config: Any, manifest: Manifest, root: str | Path) -> Any:
     """The settings to train with when the engineer gave none, as ``inspector train`` picks them.
 
-    Without the search, far-from-square frames keep their aspect (112 px across), as with
-    ``train --no-search``: squashing ksdd's commutators to a square cost 0.70 against 0.89 image
-    AUROC. With it, the search starts from that size itself.
+    Far-from-square frames keep their aspect (112 px across): squashing ksdd's commutators to a
+    square cost 0.70 against 0.89 image AUROC. The search starts from that size by itself; this
+    one serves when it does not run (not asked for, or too few images).
     """
-    if config is not None or search:
+    if config is not None:
         return config
     from inspector.autoconfig import default_input_hw
     from models.patchcore import PatchCoreConfig

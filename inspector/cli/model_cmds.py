@@ -176,22 +176,24 @@ def train_cmd(
     defaults = PatchCoreConfig()
     chosen_backbone = backbone or defaults.backbone
     spec_layers = BACKBONES[chosen_backbone].default_layers if chosen_backbone != defaults.backbone else defaults.layers
-    if not search and input_size is None and input_width is None:
+    auto_size, auto_width = input_size, input_width
+    if input_size is None and input_width is None:
         # Elongated frames keep their aspect (112 px across): squashing a 250x627 commutator to a
         # square cost ksdd 0.70 against 0.89 image AUROC (README, "Settings chosen per product").
-        input_size, input_width = default_input_hw(m, root)
-        if input_size is not None:
-            area = input_size * (input_width or input_size) / defaults.input_size**2
+        # The search starts from the same size by itself; this one serves when it does not run.
+        auto_size, auto_width = default_input_hw(m, root)
+        if auto_size is not None and not search:
+            area = auto_size * (auto_width or auto_size) / defaults.input_size**2
             click.echo(
-                f"input {input_width or input_size}x{input_size} px (width x height), from the training frames' "
+                f"input {auto_width or auto_size}x{auto_size} px (width x height), from the training frames' "
                 f"shapes: {area:.1f}x the pixels of {defaults.input_size}x{defaults.input_size}, so about that "
                 f"much more time per frame; --input-size/--input-width pin another"
             )
     config = PatchCoreConfig(
         backbone=chosen_backbone,
         layers=tuple(layers.split(",")) if layers else spec_layers,
-        input_size=input_size or defaults.input_size,
-        input_width=input_width,
+        input_size=auto_size or defaults.input_size,
+        input_width=auto_width,
         coreset_ratio=coreset_ratio or defaults.coreset_ratio,
         seed=seed,
         weights=weights,

@@ -207,7 +207,7 @@ def test_too_few_images_for_a_search_train_with_the_given_settings(synthetic_pil
     assert search["chosen_by"] == "given settings" and "too few" in search["note"]
 
 
-def test_the_engineer_view_trains_elongated_frames_at_their_aspect_without_a_search(tmp_path) -> None:
+def test_the_engineer_view_trains_elongated_frames_at_their_aspect(tmp_path) -> None:
     from PIL import Image
 
     from inspector.app_logic.engineer import training_config
@@ -219,7 +219,30 @@ def test_the_engineer_view_trains_elongated_frames_at_their_aspect_without_a_sea
         Image.new("RGB", (120, 300)).save(tmp_path / name)  # 2.5:1, portrait
         items.append(ManifestItem(path=name, label="normal", split="train", sha256="0" * 64))
     tall = Manifest("tall", items)
-    cfg = training_config(None, tall, tmp_path, search=False)
+    cfg = training_config(None, tall, tmp_path)
     assert cfg is not None and cfg.input_hw == (280, 112)  # 112 px across, the height in proportion
-    assert training_config(None, tall, tmp_path, search=True) is None  # the search starts from that size
-    assert training_config(BASE, tall, tmp_path, search=False) is BASE  # given settings stay
+    assert training_config(BASE, tall, tmp_path) is BASE  # given settings stay
+
+
+def test_cli_train_keeps_the_aspect_when_too_few_images_for_a_search(tmp_path) -> None:
+    """The search is skipped below MIN_SEARCH_IMAGES; the input still follows the frames' shape."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from inspector.cli import main
+    from inspector.images import sha256_file
+    from inspector.manifest import Manifest, ManifestItem
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(5):
+        name = f"f{i}.png"
+        Image.fromarray(rng.integers(0, 255, (300, 120, 3), dtype=np.uint8)).save(tmp_path / name)
+        items.append(ManifestItem(path=name, label="normal", split="train", sha256=sha256_file(tmp_path / name)))
+    Manifest("tall", items).save(tmp_path / "tall.json")
+    args = ["train", "--manifest", str(tmp_path / "tall.json"), "--root", str(tmp_path), "--out", str(tmp_path / "m")]
+    res = CliRunner().invoke(main, [*args, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "too few for the settings search" in res.output
+    cfg = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
+    assert (cfg["input_size"], cfg["input_width"]) == (280, 112)
