@@ -242,7 +242,7 @@ def significant(challenger: Scored, incumbent: Scored) -> bool:
     if challenger.gain_low is None:
         if challenger.evidence is None or incumbent.evidence is None:
             return False
-        challenger.gain_low = round(gain_lower_bound(challenger.evidence, incumbent.evidence, WEIGHTS), 5)
+        challenger.gain_low = gain_lower_bound(challenger.evidence, incumbent.evidence, WEIGHTS)
     return challenger.gain_low > 0
 
 

@@ -11,6 +11,7 @@ from inspector.pipeline import Inspector
 from inspector.settings import cache_dir
 from inspector.synthetic import DATASETS, write_dataset
 from inspector.training import Progress, train
+from models.patchcore.serialization import read_model_json
 
 DEMO_TRAIN = 64
 
@@ -41,8 +42,14 @@ def prepare_demo_model(
 
         manifest = load_manifest(manifest_path)
     if not (model_dir / "model.json").is_file():
-        # A quarter held out: enough good scores for the threshold's tail (see calibration).
-        train(manifest, data_root, model_dir, device=device, progress=progress, holdout_share=0.25)
+        # A quarter held out: enough good scores for the threshold's tail (see calibration). The
+        # settings search runs as in ``inspector train`` (it keeps the defaults unless beaten
+        # beyond chance; about 2 s here), so the engineer's "Settings…" window has its table.
+        from inspector.autoconfig import SearchOptions
+
+        train(
+            manifest, data_root, model_dir, device=device, progress=progress, holdout_share=0.25, search=SearchOptions()
+        )
     return data_root, manifest_path, model_dir
 
 
@@ -62,6 +69,9 @@ def run_demo(
         data_root, manifest_path, model_dir = prepare_demo_model(kind, workdir, device=device, progress=progress)
         ev = evaluate(Inspector.load(model_dir, device), load_manifest(manifest_path), data_root)
         echo(format_report(ev.report))
+        search = read_model_json(model_dir).get("metadata", {}).get("settings_search", {})
+        if "chosen" in search:
+            echo(f"settings: {search['chosen']} ({search['reason'].split(':')[0]})")
         echo(f"model: {model_dir}")
         reports[kind] = ev.report
     return reports

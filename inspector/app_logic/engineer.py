@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -119,7 +120,10 @@ def settings_report(model_dir: str | Path) -> str:
         lines.append(format_table(search))
     else:
         lines.append("settings given, not searched (train with the settings search to choose them per product)")
-    return "\n".join(lines)
+    # The table's rows fit a window; the reason and the footnote are wrapped to the same width.
+    flat = [line for text in lines for line in text.split("\n")]
+    wide = max(len(line) for line in flat if not line.startswith(("* chosen", "(")))
+    return "\n".join(textwrap.fill(line, wide, subsequent_indent="  ") if len(line) > wide else line for line in flat)
 
 
 @dataclass
