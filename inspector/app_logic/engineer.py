@@ -103,8 +103,9 @@ def settings_report(model_dir: str | Path) -> str:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         return f"cannot read {path}: {exc}"
-    cfg = doc.get("config", {}) if isinstance(doc, dict) else {}
-    meta = doc.get("metadata", {}) if isinstance(doc, dict) else {}
+    cfg = doc.get("config") if isinstance(doc, dict) else None
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    cfg, meta = (cfg if isinstance(cfg, dict) else {}), (meta if isinstance(meta, dict) else {})
     h = cfg.get("input_size")
     w = cfg.get("input_width") or h
     lines = [
@@ -116,8 +117,11 @@ def settings_report(model_dir: str | Path) -> str:
         "",
     ]
     search = meta.get("settings_search") or {}
-    if "candidates" in search:
-        lines.append(format_table(search))
+    if isinstance(search, dict) and "candidates" in search:
+        try:
+            lines.append(format_table(search))
+        except (KeyError, TypeError, ValueError) as exc:  # a model.json written elsewhere, or edited
+            lines.append(f"the settings search's record in {path} is unreadable ({type(exc).__name__}: {exc})")
     else:
         lines.append("settings given, not searched (train with the settings search to choose them per product)")
     # The table's rows fit a window; the reason and the footnote are wrapped to the same width.

@@ -142,6 +142,14 @@ def test_train_without_search_keeps_the_given_settings(synthetic_pills, tmp_path
 
     assert "not searched" in settings_report(tmp_path / "m")
     assert "cannot read" in settings_report(tmp_path / "nowhere")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for doc, said in (
+        ([1, 2], "not searched"),  # not an object at all
+        ({"config": "x", "metadata": {"settings_search": {"candidates": [{"no": "fields"}]}}}, "unreadable"),
+    ):
+        (odd / "model.json").write_text(json.dumps(doc))
+        assert said in settings_report(odd)
 
 
 def test_synthetic_defects_have_masks_and_change_only_near_them(good_images) -> None:
