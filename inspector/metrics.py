@@ -14,6 +14,8 @@ from sklearn.metrics import roc_auc_score
 
 from inspector.calibration import f1_optimal_threshold
 
+AUPRO_FPR_LIMIT = 0.3  # the MVTec AD convention
+
 
 def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     if len(np.unique(labels)) < 2:
@@ -48,7 +50,7 @@ def pixel_auroc(maps: np.ndarray | Sequence[np.ndarray], masks: np.ndarray | Seq
 def aupro(
     maps: np.ndarray | Sequence[np.ndarray],
     masks: np.ndarray | Sequence[np.ndarray],
-    fpr_limit: float = 0.3,
+    fpr_limit: float = AUPRO_FPR_LIMIT,
     steps: int = 400,
 ) -> float | None:
     """Normalised area under the per-region-overlap curve up to ``fpr_limit``; stacks or per-frame lists."""
@@ -69,15 +71,21 @@ def aupro(
     for t in thresholds:
         fprs.append(float((neg >= t).mean()))
         pros.append(float(np.mean([(maps[i][r] >= t).mean() for i, r in regions])))
-    fpr_a, pro_a = np.array(fprs), np.array(pros)
-    order = np.argsort(fpr_a, kind="stable")
-    fpr_a, pro_a = fpr_a[order], pro_a[order]
+    return pro_area(np.array(fprs), np.array(pros), fpr_limit)
+
+
+def pro_area(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMIT) -> float:
+    """The per-region-overlap curve's area up to ``fpr_limit``, normalised; points in any order.
+
+    Shared with the settings search's bootstrap (``inspector.search_evidence``), which builds the
+    same curve from reweighted per-image counts.
+    """
+    order = np.argsort(fpr, kind="stable")
+    fpr, pro = fpr[order], pro[order]
     # Cut the curve at fpr_limit, interpolating the value there.
-    pro_at_limit = float(np.interp(fpr_limit, fpr_a, pro_a))
-    keep = fpr_a < fpr_limit
-    fpr_a = np.append(fpr_a[keep], fpr_limit)
-    pro_a = np.append(pro_a[keep], pro_at_limit)
-    area = np.trapezoid(pro_a, fpr_a)
+    pro_at_limit = float(np.interp(fpr_limit, fpr, pro))
+    keep = fpr < fpr_limit
+    area = np.trapezoid(np.append(pro[keep], pro_at_limit), np.append(fpr[keep], fpr_limit))
     return float(area / fpr_limit)
 
 

@@ -22,11 +22,12 @@ import cv2
 import numpy as np
 from scipy.stats import bootstrap
 
+from inspector.metrics import pro_area
+
 N_RESAMPLES = 200
 CONFIDENCE = 0.95
 _BINS = 256
 _STEPS = 100  # AUPRO thresholds, as the search's ``metrics.aupro(steps=100)``
-_FPR_LIMIT = 0.3
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,7 @@ class Evidence:
             return None
         fpr = np.concatenate([[0.0], (w @ self.neg_above) / total_neg])
         pro = np.concatenate([[0.0], (rw @ self.region_overlap) / rw.sum()])
-        order = np.argsort(fpr, kind="stable")
-        fpr, pro = fpr[order], pro[order]
-        at_limit = float(np.interp(_FPR_LIMIT, fpr, pro))
-        keep = fpr < _FPR_LIMIT
-        return float(np.trapezoid(np.append(pro[keep], at_limit), np.append(fpr[keep], _FPR_LIMIT)) / _FPR_LIMIT)
+        return pro_area(fpr, pro)
 
 
 def gain_lower_bound(
