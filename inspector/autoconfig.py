@@ -47,7 +47,7 @@ LAYER_SETS: tuple[tuple[tuple[str, ...], int], ...] = (
 )
 # A stride-4 grid scores best on pasted defects and worse on real ones: on pillQC it led the
 # criterion (Spearman -0.64 against real AUROC) and, chosen beyond chance, gave 0.9743 against
-# the defaults' 0.9974. Sharper maps come from ``--fine-map`` instead, which leaves the score
+# the defaults' 0.9974. Sharper maps come from the fine map instead (on by default), which leaves the score
 # alone. An engineer may still offer it to the search (``layer_sets``) or pin it (``--layers``).
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 CORESET_RATIOS = (0.1, 0.25)

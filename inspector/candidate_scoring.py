@@ -22,6 +22,8 @@ from inspector.preprocess import to_batch
 from inspector.search_evidence import Evidence
 from inspector.synthetic_defects import defective_set
 from models.patchcore import PatchCore, PatchCoreConfig
+from models.patchcore.fine_map import MAX_ROWS as FINE_MAX_ROWS
+from models.patchcore.model import resolve_map_layers
 
 DEFAULT_BUDGET_MS = 33.0  # the station shows 30 frames/s with Grad-CAM
 # Criterion weights, fixed before any measurement: detection first, localisation second.
@@ -179,6 +181,31 @@ def _timing_bank(model: PatchCore, probe_feats: dict[str, torch.Tensor], hw: tup
     model.bank_neighbours = torch.randint(0, rows, (rows, k), generator=g).to(dev)
 
 
+def _timing_fine_bank(
+    model: PatchCore, probe_feats: dict[str, torch.Tensor], hw: tuple[int, int], n_final: int
+) -> None:
+    """A stand-in fine bank of the final model's size, so the measured cost includes the sharper
+    map that ``train`` adds (``models/patchcore/fine_map.py``); ``_drop_fine_bank`` removes it
+    before the candidate is fitted and scored (the criterion reads the score grid's map)."""
+    fm = model.fine_map
+    assert fm is not None
+    gh, gw = fm.grid(hw)
+    rows = max(1, round(fm.coreset_ratio * min(FINE_MAX_ROWS, n_final * gh * gw)))
+    with torch.inference_mode():
+        c = fm.raw_embed(probe_feats, hw).shape[1]
+    dev = model.mean.device
+    g = torch.Generator().manual_seed(1)
+    fm.channel_mean, fm.channel_scale = torch.zeros(c, device=dev), torch.ones(c, device=dev)
+    fm.bank = torch.randn(rows, c, generator=g).to(dev)
+    fm.bank_sq = (fm.bank * fm.bank).sum(1)
+
+
+def _drop_fine_bank(model: PatchCore) -> None:
+    fm = model.fine_map
+    if fm is not None:
+        fm.bank, fm.bank_sq = fm.bank.new_empty(0), fm.bank_sq.new_empty(0)
+
+
 def _evaluate(
     group: _Group,
     cand: Candidate,
@@ -194,10 +221,19 @@ def _evaluate(
     m.extractor.layers = list(cand.layers)
     stride = cand.feature_stride or 8
     rows = max(1, round(cand.coreset_ratio * n_final * -(-group.hw[0] // stride) * -(-group.hw[1] // stride)))
+    fine = m.fine_map if resolve_map_layers(m.config) else None
+    if fine is not None:  # the map's stages come from the same forward pass, as in the final model
+        m.extractor.layers = list(dict.fromkeys((*cand.layers, *fine.layers)))
     with torch.inference_mode():
         probe_feats = group._stages(group.probe)
     _timing_bank(m, probe_feats, group.hw, rows)
-    ms = measure_ms(m, group.probe)
+    if fine is not None:
+        _timing_fine_bank(m, probe_feats, group.hw, n_final)
+    try:
+        ms = measure_ms(m, group.probe)
+    finally:
+        _drop_fine_bank(m)
+        m.extractor.layers = list(cand.layers)
     s = Scored(cand, round(ms, 2), ms <= budget_ms, bank_rows=rows, stage=stage)
     if not s.within_budget and not allow_over:
         return s  # refused: not worth fitting

@@ -97,6 +97,7 @@ def settings_report(model_dir: str | Path) -> str:
     Plain text for a monospace view: the engineer reads the same table ``train --search`` prints.
     """
     from inspector.autoconfig import format_table
+    from inspector.map_settings import describe_map
 
     path = Path(model_dir) / "model.json"
     try:
@@ -111,6 +112,7 @@ def settings_report(model_dir: str | Path) -> str:
     lines = [
         f"backbone {cfg.get('backbone')}, stages {'+'.join(cfg.get('layers') or [])}, input {h}x{w} px,"
         f" stride {cfg.get('feature_stride')}, coreset {cfg.get('coreset_ratio')}",
+        describe_map(cfg),
         f"trained on {meta.get('n_train_images', '?')} good images"
         + (f" by {meta['trained_by']}" if meta.get("trained_by") else "")
         + f" at {meta.get('trained_at', '?')}",

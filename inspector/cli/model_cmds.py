@@ -79,11 +79,12 @@ class BackboneChoice(click.Choice):  # type: ignore[type-arg]
 )
 @click.option("--allow-over-budget", is_flag=True, help="Let the search choose a candidate over --budget-ms.")
 @click.option(
-    "--fine-map",
-    is_flag=True,
-    help="A sharper anomaly map: the score grid's map averaged with a finer one (every 4 px, a second small "
-    "bank of stride-4 stages); the score is unchanged. Better on pasted defects, level on ksdd's real masks, "
-    "but up to about 1.9x per frame with Grad-CAM (README, 'Sharper maps').",
+    "--fine-map/--coarse-map",
+    default=True,
+    show_default=True,
+    help="The anomaly map: the score grid's map averaged with a finer one (every 4 px, a second small bank of "
+    "stride-4 stages, searched under the frame's highest fifth of coarse scores), or --coarse-map: the score's "
+    "grid alone (14x14 at 112 px). The score is the same either way (README, 'Sharper maps').",
 )
 @click.option(
     "--fine-score",
@@ -147,7 +148,7 @@ def train_cmd(
     search: bool = True,
     budget_ms: float = 33.0,
     allow_over_budget: bool = False,
-    fine_map: bool = False,
+    fine_map: bool = True,
     fine_score: str | None = None,
 ) -> None:
     """Fit PatchCore on the manifest's good training images, calibrate the threshold, save.
@@ -197,8 +198,8 @@ def train_cmd(
         coreset_ratio=coreset_ratio or defaults.coreset_ratio,
         seed=seed,
         weights=weights,
-        # The blend, not the fine map alone, which lost on ksdd's real masks (scripts/choose_map_blend.py).
-        **({"map_layers": "auto", "map_blend": "mean", "map_sigma": 2.0} if fine_map else {}),
+        # The focused blend (the default), not the fine map alone, which lost on ksdd's real masks.
+        **({} if fine_map else {"map_layers": None}),
         fine_score=fine_score,
     )
     pinned: dict[str, object] = {
@@ -241,15 +242,18 @@ def train_cmd(
         f"trained {out}: memory bank {result.memory_bank_shape[0]} x {result.memory_bank_shape[1]} "
         f"from {result.n_train} good images in {result.fit_seconds:.1f} s"
     )
+    from inspector.map_settings import describe_map
+    from models.patchcore.serialization import read_model_json
+
+    doc = read_model_json(out)
+    click.echo(describe_map(doc.get("config") or {}))
     click.echo(
         f"threshold {t.decision:.4f} ({t.method}, {result.n_calibration} calibration images), "
         f"review from {t.review:.4f}"
     )
     if result.frr is not None:
         click.echo(result.frr.describe())
-    from models.patchcore.serialization import read_model_json
-
-    top = read_model_json(out).get("metadata", {}).get("highest_good_scores") or []
+    top = doc.get("metadata", {}).get("highest_good_scores") or []
     if top:  # a mislabelled or odd good image shows up here first
         click.echo("least typical good images: " + ", ".join(f"{p} ({s:.4f})" for p, s in top))
     for w in result.warnings:

@@ -141,6 +141,7 @@ def test_train_without_search_keeps_the_given_settings(synthetic_pills, tmp_path
     from inspector.app_logic import settings_report
 
     assert "not searched" in settings_report(tmp_path / "m")
+    assert "anomaly map: mean of the score's grid" in settings_report(tmp_path / "m")  # the default map
     assert "cannot read" in settings_report(tmp_path / "nowhere")
     odd = tmp_path / "odd"
     odd.mkdir()
@@ -255,3 +256,33 @@ def test_cli_train_keeps_the_aspect_when_too_few_images_for_a_search(tmp_path) -
     assert "too few for the settings search" in res.output
     cfg = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
     assert (cfg["input_size"], cfg["input_width"]) == (280, 112)
+
+
+def test_search_times_the_sharper_map_but_scores_without_a_stand_in_bank(good_images, monkeypatch) -> None:
+    """The budget must hold for what ``train`` builds (the fine map included); the stand-in fine
+    bank used for timing holds random rows, so it must be gone before the candidate is scored."""
+    import inspector.candidate_scoring as cs
+
+    seen: list[tuple[bool, tuple[str, ...]]] = []
+    scored_with_fine: list[bool] = []
+    real_measure, real_pixel_map = cs.measure_ms, cs.PatchCore.pixel_map
+
+    def measure(model, probe, repeats=3):  # type: ignore[no-untyped-def]
+        seen.append((model.fine_map is not None and model.fine_map.is_fitted, tuple(model.extractor.layers)))
+        return real_measure(model, probe, repeats=1)
+
+    def pixel_map(self, *a, **k):  # type: ignore[no-untyped-def]
+        scored_with_fine.append(self.fine_map is not None and self.fine_map.is_fitted)
+        return real_pixel_map(self, *a, **k)
+
+    monkeypatch.setattr(cs, "measure_ms", measure)
+    monkeypatch.setattr(cs.PatchCore, "pixel_map", pixel_map)
+    sharp = PatchCoreConfig(pretrained=False, input_size=64)  # the default: the focused fine map on
+    select_config(good_images, base=sharp, pinned={"input_size": 64}, n_fit=8, n_eval=4, **FAST)
+    assert seen and all(fitted for fitted, _ in seen)
+    assert all({"pixels", "blocks.1", "blocks.2"} <= set(layers) for _, layers in seen)
+    assert scored_with_fine and not any(scored_with_fine)
+    seen.clear()
+    coarse = PatchCoreConfig(pretrained=False, input_size=64, map_layers=None)  # train --coarse-map
+    select_config(good_images, base=coarse, pinned={"input_size": 64}, n_fit=8, n_eval=4, **FAST)
+    assert seen and not any(fitted for fitted, _ in seen)

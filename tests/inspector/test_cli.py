@@ -85,6 +85,7 @@ def test_manifest_train_eval_predict(synthetic_pills, tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert "threshold" in out
+    assert "anomaly map: mean of the score's grid" in out  # the default map, said where it is trained
     report = tmp_path / "eval.json"
     code, out = run(
         "eval", "--model", str(model), "--manifest", str(man), "--root", str(root / "pill"), "--json", str(report)

@@ -43,9 +43,9 @@ def pair() -> tuple[PatchCore, PatchCore]:
 def test_auto_picks_pixels_and_the_stride_4_and_8_stages() -> None:
     assert resolve_map_layers(PatchCoreConfig(map_layers="auto")) == ("pixels", "blocks.1", "blocks.2")
     assert resolve_map_layers(PatchCoreConfig(backbone="resnet18", map_layers="auto")) == ("pixels", "layer1", "layer2")
-    # A score grid already at stride 4, or the setting off (the default): no second bank.
+    # A score grid already at stride 4, or the setting off (`train --coarse-map`): no second bank.
     assert resolve_map_layers(PatchCoreConfig(feature_stride=4, map_layers="auto")) == ()
-    assert resolve_map_layers(PatchCoreConfig()) == ()
+    assert resolve_map_layers(PatchCoreConfig(map_layers=None)) == ()
 
 
 def test_image_score_is_unchanged_and_the_map_grid_is_finer(pair) -> None:

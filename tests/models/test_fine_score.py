@@ -24,6 +24,7 @@ TINY = PatchCoreConfig(
     pretrained=False,
     feature_stride=8,
     fine_score="max",
+    map_layers=None,  # the score reads the fine bank; the map stays the score grid's
 )
 
 
