@@ -33,3 +33,8 @@ def test_fit_and_score_on_cuda_match_the_cpu() -> None:
     s_gpu.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert torch.allclose(s_gpu.detach().cpu(), s_cpu, rtol=1e-2)
+    # The default map: the fine bank on the GPU and its focused search give the CPU's map (cells
+    # chosen from round-off-close coarse scores may differ, hence the loose tolerance).
+    assert gpu.fine_map is not None and gpu.fine_map.is_fitted and gpu.fine_map.bank.is_cuda
+    m_cpu, m_gpu = cpu.predict(probe).anomaly_map, gpu.predict(probe.cuda()).anomaly_map.cpu()
+    assert torch.isfinite(m_gpu).all() and torch.allclose(m_gpu, m_cpu, rtol=5e-2, atol=5e-2 * float(m_cpu.max()))
