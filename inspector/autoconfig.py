@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +108,7 @@ def format_table(doc: dict[str, Any]) -> str:
         lines.append(
             f"{mark}{s['candidate']['name']:<51} {f(s['image_auroc']):>9} {f(s['pixel_auroc']):>9} "
             f"{f(s['aupro']):>7} {f(s['criterion']):>7} {gain(s):>8} {s['ms_per_frame']:>9.1f}"
+            + ("c" if s.get("coarse_map") else "")
         )
     lines.append(f"* chosen: {doc['chosen']}; {doc['reason']}")
     lines.append(
@@ -115,6 +116,8 @@ def format_table(doc: dict[str, Any]) -> str:
         f"! over the {doc['budget_ms']:g} ms budget; gain>=: 95% lower bound of the score's gain over the default;"
         f" search {doc['search_seconds']:.1f} s)"
     )
+    if any(s.get("coarse_map") for s in doc["candidates"]):
+        lines.append("(c: within the budget with the score grid's map only; the sharper map would be over it)")
     return "\n".join(lines)
 
 
@@ -348,6 +351,14 @@ def select_config(
             if not allow_over_budget
             else f"; {len(refused)} over budget, allowed"
         )
+    config = chosen.candidate.config(base)
+    if chosen.coarse_map:
+        config = replace(config, map_layers=None)
+        reason += (
+            f"; the sharper anomaly map would take {chosen.sharp_map_ms:.1f} ms per frame with these settings,"
+            f" over the budget, so the score grid's map is built ({chosen.ms_per_frame:.1f} ms; raise --budget-ms"
+            " or --allow-over-budget for the sharper one)"
+        )
     selection = Selection(
         chosen,
         scored,
@@ -361,7 +372,7 @@ def select_config(
         pinned,
         incumbent.candidate.name if incumbent is not None else None,
     )
-    return chosen.candidate.config(base), selection
+    return config, selection
 
 
 class BudgetError(ValueError):

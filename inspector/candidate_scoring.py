@@ -72,6 +72,11 @@ class Scored:
     stage: str = ""
     # 95% lower bound of its criterion gain over the settings used without a search (None: not compared)
     gain_low: float | None = None
+    # Within the budget only with the score grid's map: ``ms_per_frame`` is that map's cost and
+    # ``sharp_map_ms`` the sharper map's, which would have been over (``train`` then builds the
+    # coarse map, not other settings: the settings decide the verdicts, the map only draws them).
+    coarse_map: bool = False
+    sharp_map_ms: float | None = None
     evidence: Evidence | None = field(default=None, repr=False, compare=False)  # per-image, for the bootstrap
 
     @property
@@ -234,7 +239,14 @@ def _evaluate(
     finally:
         _drop_fine_bank(m)
         m.extractor.layers = list(cand.layers)
+    sharp_ms = None
+    if fine is not None and ms > budget_ms and not allow_over:
+        coarse_ms = measure_ms(m, group.probe)  # the fine bank dropped: the score grid's map
+        if coarse_ms <= budget_ms:
+            sharp_ms, ms = ms, coarse_ms
     s = Scored(cand, round(ms, 2), ms <= budget_ms, bank_rows=rows, stage=stage)
+    if sharp_ms is not None:
+        s.coarse_map, s.sharp_map_ms = True, round(sharp_ms, 2)
     if not s.within_budget and not allow_over:
         return s  # refused: not worth fitting
     model = group.use(cand, base)

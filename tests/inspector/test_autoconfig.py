@@ -286,3 +286,28 @@ def test_search_times_the_sharper_map_but_scores_without_a_stand_in_bank(good_im
     coarse = PatchCoreConfig(pretrained=False, input_size=64, map_layers=None)  # train --coarse-map
     select_config(good_images, base=coarse, pinned={"input_size": 64}, n_fit=8, n_eval=4, **FAST)
     assert seen and not any(fitted for fitted, _ in seen)
+
+
+def test_settings_within_budget_only_without_the_sharper_map_get_the_coarse_map(good_images, monkeypatch) -> None:
+    """Over the budget only because of the fine map: keep the settings (they decide the verdicts)
+    and build the score grid's map, and say so; allowed over budget, the sharper map stays."""
+    import inspector.candidate_scoring as cs
+
+    def cost(model, probe, repeats=3):  # type: ignore[no-untyped-def]
+        return 12.0 if model.fine_map is not None and model.fine_map.is_fitted else 6.0
+
+    monkeypatch.setattr(cs, "measure_ms", cost)
+    sharp = PatchCoreConfig(pretrained=False, input_size=64)
+    kw = {"base": sharp, "pinned": {"input_size": 64}, "n_fit": 8, "n_eval": 4, **FAST}
+    cfg, sel = select_config(good_images, budget_ms=10.0, **kw)
+    assert cfg.map_layers is None and sel.chosen.coarse_map and sel.chosen.sharp_map_ms == 12.0
+    assert sel.chosen.within_budget and sel.chosen.ms_per_frame == 6.0
+    assert "score grid's map is built" in sel.reason
+    table = format_table(sel.to_json())
+    assert "6.0c" in table and "c: within the budget with the score grid's map only" in table
+    cfg, sel = select_config(good_images, budget_ms=10.0, allow_over_budget=True, **kw)
+    assert cfg.map_layers == "auto" and not sel.chosen.coarse_map and sel.chosen.ms_per_frame == 12.0
+    cfg, sel = select_config(good_images, budget_ms=20.0, **kw)  # the sharper map fits: no change
+    assert cfg.map_layers == "auto" and not any(s.coarse_map for s in sel.scored)
+    with pytest.raises(BudgetError):  # over even with the coarse map
+        select_config(good_images, budget_ms=5.0, **kw)
