@@ -15,6 +15,7 @@ backbone and size and shared by every candidate of that group.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -344,7 +345,12 @@ def select_config(
             f"candidates scored{within} (the cheapest within {tolerance:g} of the best)"
         )
         if require_evidence and not default.within_budget and not allow_over_budget:
-            reason += "; the settings used without a search are over budget"
+            # 1.2x: the measure moves by about a fifth between runs on a 2-core host (README).
+            keep = math.ceil(default.ms_per_frame * 1.2)
+            reason += (
+                f"; the settings used without a search are over budget ({default.ms_per_frame:.1f} ms per frame;"
+                f" --budget-ms {keep} or --allow-over-budget keeps them in the running)"
+            )
     if refused:
         reason += (
             f"; {len(refused)} refused over budget"

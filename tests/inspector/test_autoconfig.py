@@ -311,3 +311,16 @@ def test_settings_within_budget_only_without_the_sharper_map_get_the_coarse_map(
     assert cfg.map_layers == "auto" and not any(s.coarse_map for s in sel.scored)
     with pytest.raises(BudgetError):  # over even with the coarse map
         select_config(good_images, budget_ms=5.0, **kw)
+
+
+def test_an_over_budget_default_is_named_with_the_budget_that_keeps_it(good_images, monkeypatch) -> None:
+    import inspector.candidate_scoring as cs
+
+    def cost(model, probe, repeats=3):  # type: ignore[no-untyped-def]
+        return 40.0 if tuple(model.config.layers) == FAST["layer_sets"][0][0] else 6.0
+
+    monkeypatch.setattr(cs, "measure_ms", cost)
+    kw = {"base": BASE, "pinned": {"input_size": 64}, "n_fit": 8, "n_eval": 4, **FAST}
+    _, sel = select_config(good_images, budget_ms=33.0, **kw)
+    assert sel.chosen.candidate.layers == FAST["layer_sets"][1][0]
+    assert "over budget (40.0 ms per frame; --budget-ms 48 or --allow-over-budget" in sel.reason
