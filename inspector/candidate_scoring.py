@@ -186,6 +186,22 @@ def _timing_bank(model: PatchCore, probe_feats: dict[str, torch.Tensor], hw: tup
     model.bank_neighbours = torch.randint(0, rows, (rows, k), generator=g).to(dev)
 
 
+NEAR_BUDGET_REPEATS = 10  # runs of each kind for a candidate that measured near the budget
+
+
+def _measure_near(model: PatchCore, probe: torch.Tensor, budget_ms: float) -> float:
+    """``measure_ms``, measured again with more runs when it lands near the budget.
+
+    Why: on a shared 2-core host one candidate (ksdd at 280x112) measured 26 ms in one search
+    and 46 ms in the next, so whether the budget refused it was chance. Both of the measure's
+    figures are upper bounds of the idle time, so more runs can only tighten them.
+    """
+    ms = measure_ms(model, probe)
+    if 0.7 * budget_ms < ms < 1.6 * budget_ms:
+        ms = min(ms, measure_ms(model, probe, repeats=NEAR_BUDGET_REPEATS))
+    return ms
+
+
 def _timing_fine_bank(
     model: PatchCore, probe_feats: dict[str, torch.Tensor], hw: tuple[int, int], n_final: int
 ) -> None:
@@ -235,13 +251,13 @@ def _evaluate(
     if fine is not None:
         _timing_fine_bank(m, probe_feats, group.hw, n_final)
     try:
-        ms = measure_ms(m, group.probe)
+        ms = _measure_near(m, group.probe, budget_ms)
     finally:
         _drop_fine_bank(m)
         m.extractor.layers = list(cand.layers)
     sharp_ms = None
     if fine is not None and ms > budget_ms and not allow_over:
-        coarse_ms = measure_ms(m, group.probe)  # the fine bank dropped: the score grid's map
+        coarse_ms = _measure_near(m, group.probe, budget_ms)  # the fine bank dropped: the score grid's map
         if coarse_ms <= budget_ms:
             sharp_ms, ms = ms, coarse_ms
     s = Scored(cand, round(ms, 2), ms <= budget_ms, bank_rows=rows, stage=stage)

@@ -324,3 +324,21 @@ def test_an_over_budget_default_is_named_with_the_budget_that_keeps_it(good_imag
     _, sel = select_config(good_images, budget_ms=33.0, **kw)
     assert sel.chosen.candidate.layers == FAST["layer_sets"][1][0]
     assert "over budget (40.0 ms per frame; --budget-ms 48 or --allow-over-budget" in sel.reason
+
+
+def test_a_cost_near_the_budget_is_measured_again_with_more_runs(monkeypatch) -> None:
+    import inspector.candidate_scoring as cs
+
+    calls: list[int] = []
+    first = {"ms": 0.0}  # what the first, short measurement reads
+
+    def cost(model, probe, repeats=3):  # type: ignore[no-untyped-def]
+        calls.append(repeats)
+        return first["ms"] if repeats == 3 else first["ms"] - 8.0
+
+    monkeypatch.setattr(cs, "measure_ms", cost)
+    model, probe = object(), object()
+    for ms, want, runs in ((40.0, 32.0, [3, cs.NEAR_BUDGET_REPEATS]), (100.0, 100.0, [3]), (9.0, 9.0, [3])):
+        first["ms"] = ms
+        calls.clear()
+        assert cs._measure_near(model, probe, 33.0) == want and calls == runs  # far over or under: once
