@@ -24,3 +24,15 @@ def map_and_coarse_auroc(config: PatchCoreConfig, kind: str, defect: str, size: 
     ours = roc_auc_score(masks, pred.anomaly_map.numpy().ravel())
     coarse = roc_auc_score(masks, anomaly_map(pred.patch_scores, (size, size), 4.0).numpy().ravel())
     return float(ours), float(coarse)
+
+
+def flat_frames(n: int, seed: int = 0, hw: tuple[int, int] = (64, 96)) -> torch.Tensor:
+    """``n`` near-uniform grey frames (a non-square ``hw``: maps must keep the frame's shape)."""
+    return 0.5 + 0.05 * torch.randn(n, 3, *hw, generator=torch.Generator().manual_seed(seed))
+
+
+def fit_on_flat_frames(config: PatchCoreConfig) -> PatchCore:
+    """A model fitted on eight flat frames in two batches: the tiny map tests' common start."""
+    model = PatchCore(config)
+    model.fit([flat_frames(4, 0), flat_frames(4, 1)])
+    return model

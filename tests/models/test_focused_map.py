@@ -14,7 +14,7 @@ from models.explain.gradcam import anomaly_grad_cam
 from models.patchcore import PatchCore, PatchCoreConfig
 from models.patchcore.fine_map import SHARP_MAP
 from models.patchcore.serialization import load_patchcore, save_patchcore
-from tests.models.conftest import map_and_coarse_auroc
+from tests.models.conftest import fit_on_flat_frames, flat_frames, map_and_coarse_auroc
 
 TINY = PatchCoreConfig(
     layers=("blocks.1", "blocks.2"),
@@ -27,15 +27,9 @@ TINY = PatchCoreConfig(
 )
 
 
-def _good(n: int, seed: int = 0) -> torch.Tensor:
-    return 0.5 + 0.05 * torch.randn(n, 3, 64, 96, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.fixture(scope="module")
 def focused_model() -> PatchCore:
-    model = PatchCore(TINY)
-    model.fit([_good(4, 0), _good(4, 1)])
-    return model
+    return fit_on_flat_frames(TINY)
 
 
 def _grids(model: PatchCore, x: torch.Tensor, focus: float | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,7 +41,7 @@ def _grids(model: PatchCore, x: torch.Tensor, focus: float | None) -> tuple[torc
 
 
 def test_searched_cells_are_exact_and_the_rest_follow_the_coarse_grid(focused_model: PatchCore) -> None:
-    x = _good(2, 9)
+    x = flat_frames(2, 9)
     x[0, :, 20:24, 10:60] = 0.0  # a dark line: the frame's highest coarse cells
     patch, every = _grids(focused_model, x, None)
     _, part = _grids(focused_model, x, 0.25)
@@ -71,7 +65,7 @@ def test_searched_cells_are_exact_and_the_rest_follow_the_coarse_grid(focused_mo
 
 
 def test_a_focus_of_one_or_none_searches_every_cell(focused_model: PatchCore) -> None:
-    x = _good(1, 3)
+    x = flat_frames(1, 3)
     _, every = _grids(focused_model, x, None)
     _, whole = _grids(focused_model, x, 1.0)
     torch.testing.assert_close(whole, every)
@@ -84,7 +78,7 @@ def test_grad_cam_and_predict_show_the_same_focused_map(focused_model: PatchCore
 
 
 def test_focus_is_saved_and_older_files_search_every_cell(focused_model: PatchCore, tmp_path: Path) -> None:
-    x = _good(1, 4)
+    x = flat_frames(1, 4)
     save_patchcore(focused_model, tmp_path / "m")
     again, _ = load_patchcore(tmp_path / "m")
     assert again.config.map_focus == 0.25

@@ -14,7 +14,7 @@ from models.patchcore import PatchCore, PatchCoreConfig
 from models.patchcore.anomaly_map import anomaly_map
 from models.patchcore.fine_map import blend
 from models.patchcore.serialization import load_patchcore, save_patchcore
-from tests.models.conftest import map_and_coarse_auroc
+from tests.models.conftest import fit_on_flat_frames, flat_frames, map_and_coarse_auroc
 
 TINY = PatchCoreConfig(
     layers=("blocks.1", "blocks.2"),
@@ -28,15 +28,9 @@ TINY = PatchCoreConfig(
 )
 
 
-def _good(n: int, seed: int = 0) -> torch.Tensor:
-    return 0.5 + 0.05 * torch.randn(n, 3, 64, 96, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.fixture(scope="module")
 def blended() -> PatchCore:
-    model = PatchCore(TINY)
-    model.fit([_good(4, 0), _good(4, 1)])
-    return model
+    return fit_on_flat_frames(TINY)
 
 
 def _grids(model: PatchCore, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +56,7 @@ def test_the_blend_stays_in_score_units_and_leaves_the_score_alone(blended: Patc
     where the coarse map does; and the image score must not read the map at all."""
     coarse = copy.deepcopy(blended)
     coarse.fine_map = None  # the same score bank, the map on the score's grid
-    x = _good(4, 7)
+    x = flat_frames(4, 7)
     a, b = coarse.predict(x), blended.predict(x)
     torch.testing.assert_close(a.score, b.score)
     ratio = float(b.anomaly_map.median() / a.anomaly_map.median())
