@@ -16,7 +16,7 @@ Alone, it localised worse than the score's grid on ksdd's real masks, which are 
 around thin cracks. Averaged with the score grid's map (``blend``, ``map_blend="mean"``) it was
 level with it there and better on pasted defects (README, "Sharper maps"). Searching every fine
 cell cost up to 1.9x per frame with Grad-CAM, so the fine grid is searched only under the
-frame's highest coarse scores (``focused``): x1.07 on ksdd, and no worse a map. That focused
+frame's highest coarse scores (``focused``): x1.1-1.2 per frame, and no worse a map. That focused
 blend is the default (``SHARP_MAP``); ``train --coarse-map`` leaves the fine bank out.
 Incremental updates (``train --update``) change the score bank only; this bank keeps the images
 of the last full fit, and ``train --update`` says so.

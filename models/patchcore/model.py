@@ -61,7 +61,7 @@ class PatchCoreConfig:
     # stride-8 stages; None: the score's grid alone (model files from before it). Alone it lowered
     # ksdd's real-mask pixel AUROC (0.935 to 0.897); blended with the score grid's map and
     # searched under the frame's highest coarse scores (``map_focus``) it was better on ksdd's
-    # real masks and on pasted defects for x1.07 per frame with Grad-CAM (README, "Sharper maps").
+    # real masks and on pasted defects for x1.1-1.2 per frame with Grad-CAM (README, "Sharper maps").
     map_layers: tuple[str, ...] | str | None = "auto"
     map_stride: int = 4
     map_coreset_ratio: float = 0.025  # of 4x as many patches: a bank about the score bank's size
