@@ -126,9 +126,9 @@ def settings_report(model_dir: str | Path) -> str:
             lines.append(f"the settings search's record in {path} is unreadable ({type(exc).__name__}: {exc})")
     else:
         lines.append("settings given, not searched (train with the settings search to choose them per product)")
-    # The table's rows fit a window; the reason and the footnote are wrapped to the same width.
+    # The table's rows fit a window; the reason, the footnotes and the map's line are wrapped to it.
     flat = [line for text in lines for line in text.split("\n")]
-    wide = max(len(line) for line in flat if not line.startswith(("* chosen", "(")))
+    wide = max(len(line) for line in flat if not line.startswith(("* chosen", "(", "anomaly map")))
     return "\n".join(textwrap.fill(line, wide, subsequent_indent="  ") if len(line) > wide else line for line in flat)
 
 

@@ -71,7 +71,12 @@ def test_search_keeps_the_defaults_unless_a_candidate_beats_them(good_images) ->
     assert doc["incumbent"] == sel.scored[0].candidate.name  # what train uses without a search
     if sel.chosen is sel.scored[0]:
         assert "kept the settings used without a search" in sel.reason
-        assert all(s.gain_low is None or s.gain_low <= 0 for s in sel.scored[1:])
+        beaten = [s for s in sel.scored[1:] if s.gain_low is not None and s.gain_low > 0]
+        if beaten:  # beyond chance, yet within the tolerance and not clearly cheaper: said so
+            assert "beat them beyond chance but by less than" in sel.reason
+            assert all(s.ms_per_frame > 0.8 * sel.chosen.ms_per_frame for s in beaten)
+        else:
+            assert "no candidate beat them beyond chance" in sel.reason
     else:
         assert sel.chosen.gain_low is not None and sel.chosen.gain_low > 0 and "beyond chance" in sel.reason
     assert "default" in format_table(doc)
@@ -129,6 +134,10 @@ def test_train_with_search_writes_the_choice_into_model_json(synthetic_pills, tm
     report = settings_report(tmp_path / "m")  # what the engineer view shows
     flat = " ".join(report.split())  # long lines are wrapped to the table's width
     assert f"chosen: {search['chosen']}" in flat and " ".join(search["reason"].split()) in flat
+    assert "anomaly map: mean of the score's grid" in flat
+    lines = report.splitlines()
+    rows = [line for line in lines if not line.startswith(("* chosen", "(", "anomaly map", "  "))]
+    assert max(map(len, lines)) == max(map(len, rows))  # the map's line wrapped, no wider than the table
 
 
 def test_train_without_search_keeps_the_given_settings(synthetic_pills, tmp_path) -> None:
@@ -342,3 +351,14 @@ def test_a_cost_near_the_budget_is_measured_again_with_more_runs(monkeypatch) ->
         first["ms"] = ms
         calls.clear()
         assert cs._measure_near(model, probe, 33.0) == want and calls == runs  # far over or under: once
+
+
+def test_within_tolerance_the_incumbent_yields_only_to_a_clearly_cheaper_candidate() -> None:
+    """Costs move between runs; a tie on cost must not flip the choice from one run to the next."""
+    default, rival = _scored(0, 0.950, 13.5), _scored(1, 0.952, 13.4)
+    rival.gain_low = 0.001  # beyond chance, but within the tolerance of the default
+    assert pick([default, rival], allow_over=False, tolerance=0.01, incumbent=default) is default
+    assert pick([default, rival], allow_over=False, tolerance=0.0, incumbent=default) is rival  # better: it wins
+    rival.ms_per_frame = 9.0  # clearly cheaper: it serves the line better
+    assert pick([default, rival], allow_over=False, tolerance=0.01, incumbent=default) is rival
+    assert pick([default, _scored(2, 0.952, 13.4)], allow_over=False, tolerance=0.01) is not default  # no incumbent
