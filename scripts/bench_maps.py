@@ -10,7 +10,7 @@ frames keep their aspect):
   of stride-4 stages queried every 4 px, sigma 2). It lost on ksdd's real masks;
 - "blend": the mean of the two, coarse at sigma 4 and fine at sigma 2 (``map_blend="mean"``), the
   fine grid searched only under the frame's highest fifth of coarse scores (``map_focus=0.2``,
-  ``models.patchcore.fine_map.SHARP_MAP``: what ``train`` sets now),
+  ``PatchCoreConfig``'s defaults: what ``train`` sets now),
   chosen by ``scripts/choose_map_blend.py`` on pasted defects on crack and pillQC *training*
   images (exact and widened masks), never on these test images. "fine" is "blend"'s own model
   and bank with the fine map alone, so it costs no second fit; "every cell" is the blend with
@@ -57,7 +57,6 @@ from inspector.evaluation import evaluate  # noqa: E402
 from inspector.pipeline import Inspector  # noqa: E402
 from inspector.training import train  # noqa: E402
 from models.patchcore import PatchCoreConfig  # noqa: E402
-from models.patchcore.fine_map import SHARP_MAP  # noqa: E402
 
 
 def _generalise() -> Any:
@@ -90,7 +89,7 @@ def run_dataset(
     res: dict[str, Any] = {"input_hw": [base["input_size"], w or base["input_size"]]}
     models = {}
     coarse = PatchCoreConfig(**{**base, "map_layers": None})  # the default map
-    blended = PatchCoreConfig(**{**base, **SHARP_MAP, "sigma": 4.0})
+    blended = PatchCoreConfig(**base)  # the default map: the focused blend
     seconds: dict[str, list[float]] = {"old": [], "blend": []}
     for _ in range(max(1, train_repeats)):  # interleaved, so a change of load hits both alike
         for key, cfg in (("old", coarse), ("blend", blended)):

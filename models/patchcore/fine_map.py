@@ -17,7 +17,8 @@ around thin cracks. Averaged with the score grid's map (``blend``, ``map_blend="
 level with it there and better on pasted defects (README, "Sharper maps"). Searching every fine
 cell cost up to 1.9x per frame with Grad-CAM, so the fine grid is searched only under the
 frame's highest coarse scores (``focused``): x1.1-1.2 per frame, and no worse a map. That focused
-blend is the default (``SHARP_MAP``); ``train --coarse-map`` leaves the fine bank out.
+blend is the default (``PatchCoreConfig``'s map settings); ``train --coarse-map`` leaves the
+fine bank out.
 Incremental updates (``train --update``) change the score bank only; this bank keeps the images
 of the last full fit, and ``train --update`` says so.
 """
@@ -169,9 +170,6 @@ def focused(fm: FineMap, emb: torch.Tensor, coarse: torch.Tensor, focus: float) 
 
 
 BLENDS = ("fine", "mean")
-# What ``train`` sets for the sharper map: the mean of the coarse map and the fine map, the fine
-# grid searched under the frame's highest fifth of coarse scores (``focused``).
-SHARP_MAP: dict[str, object] = {"map_layers": "auto", "map_blend": "mean", "map_sigma": 2.0, "map_focus": 0.2}
 
 
 def blend(coarse: torch.Tensor, fine: torch.Tensor, how: str) -> torch.Tensor:

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from models.explain.gradcam import anomaly_grad_cam
 from models.patchcore import PatchCore, PatchCoreConfig
-from models.patchcore.fine_map import SHARP_MAP
 from models.patchcore.serialization import load_patchcore, save_patchcore
 from tests.models.conftest import fit_on_flat_frames, flat_frames, map_and_coarse_auroc
 
@@ -23,7 +22,7 @@ TINY = PatchCoreConfig(
     coreset_ratio=0.5,
     pretrained=False,
     feature_stride=8,
-    **{**SHARP_MAP, "map_focus": 0.25},
+    map_focus=0.25,  # otherwise the default map: the focused blend
 )
 
 
@@ -108,5 +107,5 @@ def test_a_focus_outside_zero_to_one_is_refused(focus: float) -> None:
 def test_focused_blend_localises_thin_cracks_and_specks_better_than_the_coarse_map(kind: str, defect: str) -> None:
     """Pretrained lite0 at 112 px, the settings ``train`` uses: the focused blend must outline
     generated cracks and dirt specks better than the 14x14 coarse map (pooled pixel AUROC)."""
-    ours, coarse = map_and_coarse_auroc(PatchCoreConfig(**SHARP_MAP), kind, defect)
+    ours, coarse = map_and_coarse_auroc(PatchCoreConfig(), kind, defect)
     assert ours > coarse + 0.005, (ours, coarse)
