@@ -110,6 +110,7 @@ def format_table(doc: dict[str, Any]) -> str:
             f"{mark}{s['candidate']['name']:<51} {f(s['image_auroc']):>9} {f(s['pixel_auroc']):>9} "
             f"{f(s['aupro']):>7} {f(s['criterion']):>7} {gain(s):>8} {s['ms_per_frame']:>9.1f}"
             + ("c" if s.get("coarse_map") else "")
+            + ("r" if s.get("cut_coreset_ratio") is not None else "")
         )
     lines.append(f"* chosen: {doc['chosen']}; {doc['reason']}")
     lines.append(
@@ -119,6 +120,8 @@ def format_table(doc: dict[str, Any]) -> str:
     )
     if any(s.get("coarse_map") for s in doc["candidates"]):
         lines.append("(c: within the budget with the score grid's map only; the sharper map would be over it)")
+    if any(s.get("cut_coreset_ratio") is not None for s in doc["candidates"]):
+        lines.append("(r: within the budget with a smaller memory bank; its own coreset ratio would be over it)")
     return "\n".join(lines)
 
 
@@ -209,6 +212,7 @@ class SearchOptions:
     layer_sets: tuple[tuple[tuple[str, ...], int], ...] = LAYER_SETS
     ratios: tuple[float, ...] = CORESET_RATIOS
     require_evidence: bool = True  # the settings used without a search stay unless beaten beyond chance
+    cut_bank: bool = True  # a bank too large for the budget is cut before the settings change
 
     def sample_size(self) -> int:
         return self.n_fit + self.n_eval
@@ -277,6 +281,7 @@ def select_config(
     backbones: Sequence[str] = BACKBONES,
     layer_sets: Sequence[tuple[tuple[str, ...], int]] = LAYER_SETS,
     ratios: Sequence[float] = CORESET_RATIOS,
+    cut_bank: bool = True,
     progress: Progress | None = None,
 ) -> tuple[PatchCoreConfig, Selection]:
     """Chooses settings for ``images`` (good training images, RGB uint8); returns the config and why.
@@ -286,6 +291,9 @@ def select_config(
     Costs are measured with a memory bank of the size the final model will have, fitted on
     ``n_final`` images (default: all of ``images``). With ``require_evidence`` (the default) the
     settings used without a search stay unless a candidate beats them beyond chance (``pick``).
+    With ``cut_bank`` (unless the coreset ratio is pinned) a candidate over the budget only
+    because of its memory bank's size gets a smaller bank instead of being refused
+    (``inspector.candidate_scoring._within_budget``).
     """
     tic = time.perf_counter()
     base = base or PatchCoreConfig()
@@ -298,6 +306,7 @@ def select_config(
         n_final=n_final,
         budget_ms=budget_ms,
         allow_over_budget=allow_over_budget,
+        may_cut_bank=cut_bank and "coreset_ratio" not in pinned,
         progress=progress,
     )
     # The rule used without a search (``training_input_hw``) on the sampled frames, and square 112 px.
@@ -376,6 +385,14 @@ def select_config(
             else f"; {len(refused)} over budget, allowed"
         )
     config = chosen.candidate.config(base)
+    if chosen.cut_coreset_ratio is not None:
+        config = replace(config, coreset_ratio=chosen.cut_coreset_ratio)
+        reason += (
+            f"; with coreset ratio {chosen.candidate.coreset_ratio:g} these settings would take"
+            f" {chosen.uncut_ms:.1f} ms per frame, over the budget, so the memory bank is cut to"
+            f" {chosen.bank_rows:,} rows (coreset ratio {chosen.cut_coreset_ratio:.3g}, {chosen.ms_per_frame:.1f} ms;"
+            " --coreset-ratio pins it, --budget-ms or --allow-over-budget keeps the full bank)"
+        )
     if chosen.coarse_map:
         config = replace(config, map_layers=None)
         reason += (

@@ -313,6 +313,7 @@ def _search(
             layer_sets=opts.layer_sets,
             ratios=opts.ratios,
             require_evidence=opts.require_evidence,
+            cut_bank=opts.cut_bank,
             progress=progress,
         )
     except ValueError as exc:

@@ -158,14 +158,19 @@ def _write(path: Path, img: np.ndarray, box_letter: bool) -> None:
     cv2.imwrite(str(path), letterbox(img) if box_letter else img)
 
 
-def make_proxy(data: Path, name: str, out: Path, seed: int, letter: bool = False) -> Manifest:
-    """Writes the variable-aspect proxy of ``name`` (ksdd or crack) in MVTec layout; returns its manifest."""
+def make_proxy(
+    data: Path, name: str, out: Path, seed: int, letter: bool = False, train_crops: int | None = None
+) -> Manifest:
+    """Writes the variable-aspect proxy of ``name`` (ksdd or crack) in MVTec layout; returns its manifest.
+
+    ``train_crops``: crops per training image (default 2 for ksdd, 1 for crack); 4 gives ksdd
+    700 training frames, near the held-back magnetic tiles' 761."""
     rng = np.random.default_rng(seed)
     src = data / name
     manifest = load_manifest(ROOT / "data_manifests" / f"{name}.json")
     for it in manifest.split("train"):
         img = _grey(resolve(src, it.path))
-        for k in range(2 if name == "ksdd" else 1):
+        for k in range(train_crops or (2 if name == "ksdd" else 1)):
             box = _darkest_box(rng, img) if name == "crack" else _random_box(rng, *img.shape)
             _write(out / "train" / "good" / f"{Path(it.path).stem}_{k}.png", _cut(img, *box), letter)
     for it in manifest.split("test"):

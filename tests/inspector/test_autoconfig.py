@@ -362,3 +362,72 @@ def test_within_tolerance_the_incumbent_yields_only_to_a_clearly_cheaper_candida
     rival.ms_per_frame = 9.0  # clearly cheaper: it serves the line better
     assert pick([default, rival], allow_over=False, tolerance=0.01, incumbent=default) is rival
     assert pick([default, _scored(2, 0.952, 13.4)], allow_over=False, tolerance=0.01) is not default  # no incumbent
+
+
+def _bank_cost(per_row_ms: float, fixed_ms: float = 4.0):  # type: ignore[no-untyped-def]
+    """A measure whose cost grows with the memory bank's rows, as the nearest-neighbour search's does."""
+
+    def cost(model, probe, repeats=3):  # type: ignore[no-untyped-def]
+        return fixed_ms + per_row_ms * model.memory_bank.shape[0]
+
+    return cost
+
+
+def test_a_bank_too_large_for_the_budget_is_cut_before_the_settings_change(good_images, monkeypatch) -> None:
+    """Many training images make the bank, and so the cost, grow; a smaller coreset keeps the
+    settings (the score barely moves with it) where the search used to fall back to others."""
+    import inspector.candidate_scoring as cs
+
+    monkeypatch.setattr(cs, "measure_ms", _bank_cost(0.01))
+    fitted_ratios: list[float] = []
+    real_use = cs._Group.use
+
+    def use(self, cand, base):  # type: ignore[no-untyped-def]
+        fitted_ratios.append(cand.coreset_ratio)
+        return real_use(self, cand, base)
+
+    monkeypatch.setattr(cs._Group, "use", use)
+    coarse = PatchCoreConfig(pretrained=False, input_size=64, map_layers=None)
+    kw = {"base": coarse, "pinned": {"input_size": 64}, "n_fit": 8, "n_eval": 4, **FAST}
+    # 64 px, stride 8: 64 cells per image; 0.25 x 400 x 64 = 6,400 rows take 68 ms
+    cfg, sel = select_config(good_images, budget_ms=20.0, n_final=400, **kw)
+    assert sel.chosen.candidate.layers == FAST["layer_sets"][0][0]  # the incumbent's settings stay
+    assert sel.chosen.within_budget and sel.chosen.uncut_ms == 68.0
+    assert sel.chosen.bank_rows == 1600 and sel.chosen.ms_per_frame == 20.0  # halved twice: 6,400 -> 1,600
+    assert cfg.coreset_ratio == pytest.approx(0.0625) and sel.chosen.cut_coreset_ratio == pytest.approx(0.0625)
+    assert "the memory bank is cut to 1,600 rows (coreset ratio 0.0625" in sel.reason
+    # The search scores a cut candidate with its own bank cut alike, so the criterion carries the loss.
+    assert fitted_ratios and all(r == pytest.approx(0.0625) for r in fitted_ratios)
+    table = format_table(sel.to_json())
+    assert "20.0r" in table and "r: within the budget with a smaller memory bank" in table
+    # Never below 1% of the final model's patches (0.01 x 400 x 64 = 256 rows: 6.6 ms).
+    with pytest.raises(BudgetError):
+        select_config(good_images, budget_ms=5.0, n_final=400, **kw)
+    # A pinned coreset ratio is the engineer's: no cut.
+    pinned = {**kw, "pinned": {"input_size": 64, "coreset_ratio": 0.25}}
+    with pytest.raises(BudgetError):
+        select_config(good_images, budget_ms=20.0, n_final=400, **pinned)
+    # Allowed over the budget: the full bank.
+    cfg, sel = select_config(good_images, budget_ms=20.0, n_final=400, allow_over_budget=True, **kw)
+    assert cfg.coreset_ratio == 0.25 and sel.chosen.cut_coreset_ratio is None and sel.chosen.ms_per_frame == 68.0
+
+
+def test_the_coarse_map_is_tried_before_the_bank_is_cut(good_images, monkeypatch) -> None:
+    import inspector.candidate_scoring as cs
+
+    bank = _bank_cost(0.01)
+
+    def cost(model, probe, repeats=3):  # type: ignore[no-untyped-def]
+        return bank(model, probe) + (10.0 if model.fine_map is not None and model.fine_map.is_fitted else 0.0)
+
+    monkeypatch.setattr(cs, "measure_ms", cost)
+    sharp = PatchCoreConfig(pretrained=False, input_size=64)
+    kw = {"base": sharp, "pinned": {"input_size": 64}, "n_fit": 8, "n_eval": 4, **FAST}
+    # 1,600 rows: 20 ms, 30 ms with the sharper map; a 25 ms budget takes the coarse map, full bank
+    cfg, sel = select_config(good_images, budget_ms=25.0, n_final=100, **kw)
+    assert sel.chosen.coarse_map and sel.chosen.cut_coreset_ratio is None and cfg.map_layers is None
+    # 15 ms: the coarse map alone is not enough; 800 rows with the sharper map take 22 ms, with
+    # the coarse map 12 ms
+    cfg, sel = select_config(good_images, budget_ms=15.0, n_final=100, **kw)
+    assert sel.chosen.bank_rows == 800 and sel.chosen.coarse_map and sel.chosen.ms_per_frame == 12.0
+    assert cfg.coreset_ratio == pytest.approx(0.125) and cfg.map_layers is None
