@@ -193,7 +193,7 @@ def _timing_bank(model: PatchCore, probe_feats: dict[str, torch.Tensor], hw: tup
 NEAR_BUDGET_REPEATS = 10  # runs of each kind for a candidate that measured near the budget
 
 
-def _measure_near(model: PatchCore, probe: torch.Tensor, budget_ms: float) -> float:
+def measure_near(model: PatchCore, probe: torch.Tensor, budget_ms: float) -> float:
     """``measure_ms``, measured again with more runs when it lands near the budget.
 
     Why: on a shared 2-core host one candidate (ksdd at 280x112) measured 26 ms in one search
@@ -258,12 +258,12 @@ def _cost(
         m.extractor.layers = list(dict.fromkeys((*score_layers, *m.fine_map.layers)))
         _timing_fine_bank(m, probe_feats, group.hw, n_final)
     try:
-        ms = _measure_near(m, group.probe, budget_ms)
+        ms = measure_near(m, group.probe, budget_ms)
     finally:
         _drop_fine_bank(m)
         m.extractor.layers = score_layers
     if fine and may_use_coarse and ms > budget_ms:
-        coarse_ms = _measure_near(m, group.probe, budget_ms)  # the fine bank dropped: the score grid's map
+        coarse_ms = measure_near(m, group.probe, budget_ms)  # the fine bank dropped: the score grid's map
         if coarse_ms <= budget_ms:
             return _Cost(coarse_ms, rows, True, ms)
     return _Cost(ms, rows)

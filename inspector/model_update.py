@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,10 @@ class ModelUpdate:
     removed: UpdateReport | None
     seconds: float
     bank_rows: int
+    # The updated model's cost per frame with Grad-CAM, measured when its settings were chosen
+    # under a budget (None otherwise), and what the operator should know about it.
+    ms_per_frame: float | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,7 +54,35 @@ class ModelUpdate:
             "removed": _report_json(self.removed),
             "seconds": round(self.seconds, 3),
             "bank_rows": self.bank_rows,
+            "ms_per_frame": self.ms_per_frame,
+            "warnings": list(self.warnings),
         }
+
+
+def budget_check(model: PatchCore, meta: dict[str, Any]) -> tuple[float | None, list[str]]:
+    """The updated model's cost per frame against the budget its settings were chosen under.
+
+    Why: an update adds rows to the memory bank, and the cost per frame grows with it (at 280x112,
+    35 ms from 175 images' bank, 150 ms from 761), so a model chosen within the station's budget
+    can leave it after a few updates, silently, where the full ``train`` would have cut the bank
+    (``inspector.candidate_scoring``). Nothing is measured for a model whose settings were given.
+    """
+    search = meta.get("settings_search")
+    budget = search.get("budget_ms") if isinstance(search, dict) else None
+    if not isinstance(budget, int | float) or search.get("allow_over_budget"):
+        return None, []
+    from inspector.candidate_scoring import measure_near
+
+    h, w = model.config.input_hw
+    probe = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(model.mean.device)
+    ms = measure_near(model, probe, float(budget))
+    if ms <= budget:
+        return round(ms, 2), []
+    return round(ms, 2), [
+        f"the updated memory bank ({model.memory_bank.shape[0]:,} rows) takes {ms:.1f} ms per frame with Grad-CAM,"
+        f" over the {budget:g} ms budget its settings were chosen under; train a new version without --update"
+        " (the settings search cuts the bank to fit) or raise the station's budget"
+    ]
 
 
 def _report_json(report: UpdateReport | None) -> dict[str, Any] | None:
@@ -256,7 +288,8 @@ def update_model(
     if cal.state is not None:
         cal.state.save(str(out / STATE_FILE))
     _carry_defect_head(src, out)
-    return ModelUpdate(out, added, removed, seconds, int(model.memory_bank.shape[0]))
+    ms, warnings = budget_check(model, meta)
+    return ModelUpdate(out, added, removed, seconds, int(model.memory_bank.shape[0]), ms, warnings)
 
 
 def _carry_defect_head(src: Path, out: Path) -> None:

@@ -286,9 +286,13 @@ def run_update(
         a = result.added
         std = "re-standardised" if a.restandardized else f"statistics kept (drift {a.drift:.3f})"
         parts.append(f"added {a.rows_added} rows from {a.new_patches} patches; {std}")
+    cost = "" if result.ms_per_frame is None else f", {result.ms_per_frame:.1f} ms per frame with Grad-CAM"
     click.echo(
         f"updated {update_from} -> {out} in {result.seconds:.1f} s: {'; '.join(parts)}; bank {result.bank_rows} rows"
+        + cost
     )
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
     from models.patchcore.serialization import read_model_json
 
     if read_model_json(out).get("config", {}).get("map_layers"):

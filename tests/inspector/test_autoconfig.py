@@ -350,7 +350,7 @@ def test_a_cost_near_the_budget_is_measured_again_with_more_runs(monkeypatch) ->
     for ms, want, runs in ((40.0, 32.0, [3, cs.NEAR_BUDGET_REPEATS]), (100.0, 100.0, [3]), (9.0, 9.0, [3])):
         first["ms"] = ms
         calls.clear()
-        assert cs._measure_near(model, probe, 33.0) == want and calls == runs  # far over or under: once
+        assert cs.measure_near(model, probe, 33.0) == want and calls == runs  # far over or under: once
 
 
 def test_within_tolerance_the_incumbent_yields_only_to_a_clearly_cheaper_candidate() -> None:

@@ -77,3 +77,45 @@ def test_update_keeps_the_fine_map_bank_and_says_so(synthetic_pills, tiny_config
     assert torch.equal(before["map_bank"], after["map_bank"])
     assert not torch.equal(before["memory_bank"], after["memory_bank"])  # the score bank did change
     assert json.loads((out / "model.json").read_text())["config"]["map_blend"] == "mean"
+
+
+def test_an_update_that_takes_the_model_over_its_budget_says_so(synthetic_pills, tiny_config, tmp_path, monkeypatch):
+    """A growing bank costs time per frame; a model chosen under a budget must not leave it silently."""
+    from click.testing import CliRunner
+
+    import inspector.candidate_scoring as cs
+    from inspector.cli import main
+
+    root, manifest, _ = synthetic_pills
+    base = tmp_path / "v1"
+    train(Manifest("pill-train", manifest.split("train")), root, base, config=tiny_config, device="cpu")
+    add = tmp_path / "add.json"
+    Manifest("g", [it for it in manifest.split("test") if not it.is_anomalous][:2]).save(add)
+    args = ["train", "--update", str(base), "--add", str(add), "--root", str(root), "--device", "cpu"]
+    rows: list[int] = []
+
+    def cost(model, probe, budget_ms):  # type: ignore[no-untyped-def]
+        rows.append(int(model.memory_bank.shape[0]))
+        return 40.0
+
+    monkeypatch.setattr(cs, "measure_near", cost)
+    # Settings given, not searched: no budget to hold, nothing measured.
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "v2")])
+    assert result.exit_code == 0, result.output
+    assert not rows and "over the" not in result.output
+    # Chosen under a 33 ms budget: measured on the updated bank, and over it.
+    doc = json.loads((base / "model.json").read_text())
+    doc["metadata"]["settings_search"] = {"budget_ms": 33.0, "allow_over_budget": False}
+    (base / "model.json").write_text(json.dumps(doc))
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "v3")])
+    assert result.exit_code == 0, result.output
+    from safetensors.torch import load_file
+
+    assert rows == [load_file(tmp_path / "v3" / "memory_bank.safetensors")["memory_bank"].shape[0]]
+    assert "40.0 ms per frame with Grad-CAM" in result.output
+    assert "over the 33 ms budget its settings were chosen under" in result.output
+    # Within the budget: the cost is stated, no warning.
+    monkeypatch.setattr(cs, "measure_near", lambda model, probe, budget_ms: 20.0)
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "v4")])
+    assert result.exit_code == 0, result.output
+    assert "20.0 ms per frame" in result.output and "over the" not in result.output
