@@ -272,6 +272,8 @@ def _cost(
 # The smallest coreset ratio a bank is cut to: the smallest the PatchCore paper reports, and the
 # smallest measured here (``scripts/bench_bank_cut.py``).
 MIN_CUT_RATIO = 0.01
+# A halved bank that still costs more than this share of the whole is not halved again.
+BANK_BOUND = 0.9
 
 
 def _within_budget(
@@ -301,7 +303,10 @@ def _within_budget(
     full = _cost(m, group, probe_feats, rows, n_final, budget_ms, fine, not allow_over)
     cost = full
     while cost.ms > budget_ms and not allow_over and may_cut_bank and cost.rows // 2 >= max(1, floor_rows):
-        cost = _cost(m, group, probe_feats, cost.rows // 2, n_final, budget_ms, fine, True)
+        half = _cost(m, group, probe_feats, cost.rows // 2, n_final, budget_ms, fine, True)
+        if half.ms > budget_ms and half.ms > BANK_BOUND * cost.ms:
+            break  # halving the bank hardly helps: the backbone, not the search, makes it slow
+        cost = half
     return full, (cost if cost.ms <= budget_ms else full)
 
 

@@ -431,3 +431,22 @@ def test_the_coarse_map_is_tried_before_the_bank_is_cut(good_images, monkeypatch
     cfg, sel = select_config(good_images, budget_ms=15.0, n_final=100, **kw)
     assert sel.chosen.bank_rows == 800 and sel.chosen.coarse_map and sel.chosen.ms_per_frame == 12.0
     assert cfg.coreset_ratio == pytest.approx(0.125) and cfg.map_layers is None
+
+
+def test_the_bank_is_not_cut_further_when_halving_it_hardly_helps(good_images, monkeypatch) -> None:
+    """Where the backbone makes a candidate slow, cutting its bank costs search time and accuracy for nothing."""
+    import inspector.candidate_scoring as cs
+
+    banks: list[int] = []
+
+    def cost(model, probe, repeats=3):  # type: ignore[no-untyped-def]
+        banks.append(int(model.memory_bank.shape[0]))
+        return 40.0 + 0.0001 * model.memory_bank.shape[0]
+
+    monkeypatch.setattr(cs, "measure_ms", cost)
+    coarse = PatchCoreConfig(pretrained=False, input_size=64, map_layers=None)
+    kw = {"base": coarse, "pinned": {"input_size": 64}, "n_fit": 8, "n_eval": 4, **FAST}
+    with pytest.raises(BudgetError):
+        select_config(good_images, budget_ms=20.0, n_final=400, **kw)
+    # 6,400 rows, then 3,200 (40.3 ms, hardly less): no 1,600 or below for either stage set
+    assert set(banks) == {6400, 3200}
