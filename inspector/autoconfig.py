@@ -90,6 +90,12 @@ class Selection:
         return format_table(self.to_json())
 
 
+def signed(x: float) -> str:
+    """A gain's bound with its sign; one that rounds to zero keeps its significant digits, since
+    only its sign decides (the demo's +0.0000 read as not beyond chance)."""
+    return f"{x:+.4f}" if abs(x) >= 5e-5 or x == 0 else f"{x:+.1e}"
+
+
 def format_table(doc: dict[str, Any]) -> str:
     """The search as ``train`` prints it (and as model.json's ``settings_search`` holds it)."""
 
@@ -99,7 +105,7 @@ def format_table(doc: dict[str, Any]) -> str:
     def gain(s: dict[str, Any]) -> str:
         if s["candidate"]["name"] == doc.get("incumbent"):
             return "default"
-        return "-" if s.get("gain_low") is None else f"{s['gain_low']:+.4f}"
+        return "-" if s.get("gain_low") is None else signed(s["gain_low"])
 
     lines = [
         f"{'candidate':<52} {'img AUROC':>9} {'px AUROC':>9} {'AUPRO':>7} {'score':>7} {'gain>=':>8} {'ms/frame':>9}"
@@ -362,7 +368,7 @@ def select_config(
         )
     elif incumbent is not None and chosen.gain_low is not None:
         reason = (
-            f"beat the settings used without a search beyond chance (gain's 95% lower bound {chosen.gain_low:+.4f});"
+            f"beat the settings used without a search beyond chance (gain's 95% lower bound {signed(chosen.gain_low)});"
             f" synthetic-defect score {chosen.criterion:.4f}, best {top:.4f} among {n_scored} candidates"
             f" scored{within} (the cheapest within {tolerance:g} of the best of those beyond chance)"
         )

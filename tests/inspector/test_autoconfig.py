@@ -450,3 +450,11 @@ def test_the_bank_is_not_cut_further_when_halving_it_hardly_helps(good_images, m
         select_config(good_images, budget_ms=20.0, n_final=400, **kw)
     # 6,400 rows, then 3,200 (40.3 ms, hardly less): no 1,600 or below for either stage set
     assert set(banks) == {6400, 3200}
+
+
+def test_a_tiny_positive_bound_does_not_read_as_zero() -> None:
+    """Only the bound's sign decides; +0.0000 for a bound above zero read as 'not beyond chance'."""
+    from inspector.autoconfig import signed
+
+    assert signed(0.0000123) == "+1.2e-05" and signed(-3e-6) == "-3.0e-06"
+    assert signed(0.0247) == "+0.0247" and signed(0.0) == "+0.0000"
