@@ -114,7 +114,21 @@ def choose_part(manifest: Manifest, root: Path, seed: int = 0) -> dict[str, Any]
     h, w = default_input_hw(manifest, root)
     hw = (h or 112, w or 112)
     out: dict[str, Any] = {"input_hw": list(hw), "n_fit": len(fit), "n_good": len(good), "n_defect": len(bad)}
-    for name, sizer in variants(hw, with_small=True).items():
+    return out | measure("choose", hw, variants(hw, with_small=True), fit, images, labels, masks)
+
+
+def measure(
+    part: str,
+    hw: tuple[int, int],
+    sizers: dict[str, Sizer | None],
+    fit: list[np.ndarray],
+    images: list[np.ndarray],
+    labels: np.ndarray,
+    masks: list[np.ndarray] | None,
+) -> dict[str, Any]:
+    """Each variant fitted on ``fit`` and scored on ``images``: image and pixel figures, bank, time."""
+    out: dict[str, Any] = {}
+    for name, sizer in sizers.items():
         tic = time.perf_counter()
         scores, maps, rows = run(hw, sizer, fit, images)
         out[name] = {
@@ -123,7 +137,7 @@ def choose_part(manifest: Manifest, root: Path, seed: int = 0) -> dict[str, Any]
             "bank_rows": rows,
             "seconds": round(time.perf_counter() - tic, 1),
         }
-        print(f"  choose {name}: {json.dumps(out[name])}", flush=True)
+        print(f"  {part} {name}: {json.dumps(out[name])}", flush=True)
     return out
 
 
@@ -143,17 +157,7 @@ def check_part(manifest: Manifest, root: Path) -> dict[str, Any]:
     h, w = default_input_hw(manifest, root)
     hw = (h or 112, w or 112)
     out: dict[str, Any] = {"input_hw": list(hw), "n_fit": len(fit), "n_test": len(test)}
-    for name, sizer in variants(hw, with_small=False).items():
-        tic = time.perf_counter()
-        scores, maps, rows = run(hw, sizer, fit, test)
-        out[name] = {
-            "image_auroc": metrics.image_auroc(scores, labels),
-            **pixel_figures(maps, masks),
-            "bank_rows": rows,
-            "seconds": round(time.perf_counter() - tic, 1),
-        }
-        print(f"  check {name}: {json.dumps(out[name])}", flush=True)
-    return out
+    return out | measure("check", hw, variants(hw, with_small=False), fit, test, labels, masks)
 
 
 def main() -> int:
