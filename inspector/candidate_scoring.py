@@ -231,6 +231,12 @@ def _drop_fine_bank(model: PatchCore) -> None:
         fm.bank, fm.bank_sq = fm.bank.new_empty(0), fm.bank_sq.new_empty(0)
 
 
+def _with_map_stages(m: PatchCore, layers: Sequence[str]) -> list[str]:
+    """The score's stages plus the fine map's: one forward pass gives both, as in the final model."""
+    assert m.fine_map is not None
+    return list(dict.fromkeys((*layers, *m.fine_map.layers)))
+
+
 @dataclass
 class _Cost:
     ms: float
@@ -254,8 +260,7 @@ def _cost(
     score_layers = list(m.config.layers)
     _timing_bank(m, probe_feats, group.hw, rows)
     if fine:
-        assert m.fine_map is not None  # the map's stages come from the same forward pass, as in the final model
-        m.extractor.layers = list(dict.fromkeys((*score_layers, *m.fine_map.layers)))
+        m.extractor.layers = _with_map_stages(m, score_layers)
         _timing_fine_bank(m, probe_feats, group.hw, n_final)
     try:
         ms = measure_near(m, group.probe, budget_ms)
@@ -330,8 +335,7 @@ def _evaluate(
     floor_rows = max(1, round(min(MIN_CUT_RATIO, cand.coreset_ratio) * n_final * cells))
     fine = m.fine_map is not None and bool(resolve_map_layers(m.config))
     if fine:
-        assert m.fine_map is not None
-        m.extractor.layers = list(dict.fromkeys((*cand.layers, *m.fine_map.layers)))
+        m.extractor.layers = _with_map_stages(m, cand.layers)
     with torch.inference_mode():
         probe_feats = group._stages(group.probe)
     m.extractor.layers = list(cand.layers)

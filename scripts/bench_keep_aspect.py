@@ -42,22 +42,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_variable_aspect import make_proxy  # noqa: E402
+from bench_variable_aspect import choice_set, make_proxy  # noqa: E402
 
 from inspector import metrics  # noqa: E402
-from inspector.autoconfig import default_input_hw  # noqa: E402
-from inspector.evaluation import eval_grid, frame_masks, pixel_figures  # noqa: E402
+from inspector.autoconfig import _round8, default_input_hw  # noqa: E402
+from inspector.evaluation import frame_masks, pixel_figures  # noqa: E402
 from inspector.manifest import Manifest, build_manifest  # noqa: E402
 from inspector.preprocess import to_batch  # noqa: E402
-from inspector.synthetic_defects import defective_set  # noqa: E402
 from inspector.training import load_items  # noqa: E402
 from models.patchcore import PatchCore, PatchCoreConfig  # noqa: E402
 
 Sizer = Callable[[np.ndarray], tuple[int, int]]
-
-
-def _r8(x: float) -> int:
-    return max(32, int(round(x / 8)) * 8)
 
 
 def own_aspect(area: int) -> Sizer:
@@ -66,7 +61,7 @@ def own_aspect(area: int) -> Sizer:
     def size(im: np.ndarray) -> tuple[int, int]:
         h, w = im.shape[:2]
         k = math.sqrt(area / (h * w))
-        return _r8(h * k), _r8(w * k)
+        return _round8(h * k), _round8(w * k)
 
     return size
 
@@ -100,20 +95,10 @@ def variants(hw: tuple[int, int], with_small: bool) -> dict[str, Sizer | None]:
 
 
 def choose_part(manifest: Manifest, root: Path, seed: int = 0) -> dict[str, Any]:
-    items = manifest.split("train")
-    sources = sorted({Path(it.path).stem.rsplit("_", 1)[0] for it in items})
-    held = set(np.random.default_rng(seed).permutation(len(sources))[: len(sources) // 3].tolist())
-    held_names = {sources[i] for i in held}
-    fit = load_items([it for it in items if Path(it.path).stem.rsplit("_", 1)[0] not in held_names], root)
-    good = load_items([it for it in items if Path(it.path).stem.rsplit("_", 1)[0] in held_names], root)
-    bad, bad_masks, _ = defective_set(good, fit[:20], 1, seed=seed + 7)
-    images = [*good, *bad]
-    labels = np.array([0] * len(good) + [1] * len(bad))
-    masks = [np.zeros(eval_grid(im.shape), bool) for im in good]
-    masks += [to_mask(m) for m in bad_masks]
+    fit, good, images, labels, masks = choice_set(manifest, root, seed)
     h, w = default_input_hw(manifest, root)
     hw = (h or 112, w or 112)
-    out: dict[str, Any] = {"input_hw": list(hw), "n_fit": len(fit), "n_good": len(good), "n_defect": len(bad)}
+    out = {"input_hw": list(hw), "n_fit": len(fit), "n_good": len(good), "n_defect": len(images) - len(good)}
     return out | measure("choose", hw, variants(hw, with_small=True), fit, images, labels, masks)
 
 
@@ -139,13 +124,6 @@ def measure(
         }
         print(f"  {part} {name}: {json.dumps(out[name])}", flush=True)
     return out
-
-
-def to_mask(m: np.ndarray) -> np.ndarray:
-    import cv2
-
-    gh, gw = eval_grid(m.shape)
-    return cv2.resize(m, (gw, gh), interpolation=cv2.INTER_NEAREST) > 127
 
 
 def check_part(manifest: Manifest, root: Path) -> dict[str, Any]:

@@ -246,9 +246,13 @@ def _box_rgb(img: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     return out, (y, x, h, w)
 
 
-def choose_part(manifest: Manifest, root: Path, rules: list[str], seed: int) -> dict[str, Any]:
-    """The rules on *training* frames only: fit on two thirds of the source images' crops, paste
-    synthetic defects (``inspector.synthetic_defects``) onto crops of the other third, score."""
+def choice_set(
+    manifest: Manifest, root: Path, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray, list[np.ndarray]]:
+    """*Training* frames only: the crops of two thirds of the source images fit; crops of the
+    other third, as they are and with one synthetic defect each, are scored. Returns the fit
+    frames, the good held-out frames, the frames scored, their labels and their masks (on each
+    frame's ``eval_grid``)."""
     from inspector.synthetic_defects import defective_set
 
     items = manifest.split("train")
@@ -266,7 +270,13 @@ def choose_part(manifest: Manifest, root: Path, rules: list[str], seed: int) -> 
     for m in full_masks:
         gh, gw = eval_grid(m.shape)
         masks.append(cv2.resize(m, (gw, gh), interpolation=cv2.INTER_NEAREST) > 127)
-    out: dict[str, Any] = {"n_fit": len(fit), "n_good": len(good), "n_defect": len(bad)}
+    return fit_images, good, images, labels, masks
+
+
+def choose_part(manifest: Manifest, root: Path, rules: list[str], seed: int) -> dict[str, Any]:
+    """The rules on *training* frames only (``choice_set``), synthetic defects pasted, scored."""
+    fit_images, good, images, labels, masks = choice_set(manifest, root, seed)
+    out: dict[str, Any] = {"n_fit": len(fit_images), "n_good": len(good), "n_defect": len(images) - len(good)}
     for rule in rules:
         tic = time.perf_counter()
         h, w = input_hw_for(rule, manifest, root)
