@@ -25,7 +25,7 @@ import torch
 
 from inspector.errors import ModelError
 from inspector.pipeline import InspectionResult, Inspector, to_results
-from inspector.preprocess import to_batch
+from inspector.preprocess import size_groups, to_batch
 from models.explain import POOLED, DefectHead, anomaly_grad_cam
 
 
@@ -77,8 +77,21 @@ class FrameAnalyser:
         if not images:
             return []
         model = self.inspector.model
+        groups = list(size_groups(images, model.config))
+        if len(groups) > 1:  # frames kept at their own aspect: one pass per run of one input size
+            parts: list[FrameAnalysis] = []
+            for idx, _ in groups:
+                parts += self.analyse(
+                    [images[i] for i in idx],
+                    sources=[sources[i] for i in idx] if sources else [f"frame {start_index + i}" for i in idx],
+                    start_index=start_index + idx[0],
+                    formats=[formats[i] for i in idx] if formats else None,
+                )
+            for i, a in enumerate(parts):
+                a.result.frame_index = start_index + i
+            return parts
         thresholds = self.inspector.thresholds
-        x = to_batch(images, model.config.input_hw).to(self.inspector.device)
+        x = to_batch(images, groups[0][1]).to(self.inspector.device)
         t0 = time.perf_counter()
         # The gate reads the descriptor it was fitted on (whole-image pooled, or weighted by this
         # pass's anomaly map), of the head's stages, else the model's: no second backbone pass.
@@ -111,9 +124,16 @@ class FrameAnalyser:
                 kind = self.type_gate.decide(res.pooled[i : i + 1].float().cpu(), logits, classes)[0].name
                 p_kind = p_all.get(kind)  # none for "unknown type" or a type only the gate knows
             e = Explanation(
-                r.score, r.threshold, r.verdict, {"anomaly": r.anomaly_map, "gradcam": unit},
-                {"anomaly+gradcam": per_frame_ms}, thresholds.map_low, agreement(r.anomaly_map, unit),
-                kind, p_kind, p_all,
+                r.score,
+                r.threshold,
+                r.verdict,
+                {"anomaly": r.anomaly_map, "gradcam": unit},
+                {"anomaly+gradcam": per_frame_ms},
+                thresholds.map_low,
+                agreement(r.anomaly_map, unit),
+                kind,
+                p_kind,
+                p_all,
             )
             out.append(
                 FrameAnalysis(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from inspector import metrics
-from inspector.preprocess import to_batch
+from inspector.preprocess import size_groups, to_batch
 from inspector.search_evidence import Evidence
 from inspector.synthetic_defects import defective_set
 from models.patchcore import PatchCore, PatchCoreConfig
@@ -38,12 +38,15 @@ class Candidate:
     input_hw: tuple[int, int]
     feature_stride: int | None = 8
     coreset_ratio: float = 0.1
+    # Each frame at its own aspect with the pixels of ``input_hw`` (``PatchCoreConfig.keep_aspect``).
+    keep_aspect: bool = False
 
     @property
     def name(self) -> str:
         short = self.backbone.replace("efficientnet_", "")
         h, w = self.input_hw
-        return f"{short} {'+'.join(self.layers)} {h}x{w} s{self.feature_stride} c{self.coreset_ratio:g}"
+        size = f"{h}x{w}" + (" own-aspect" if self.keep_aspect else "")
+        return f"{short} {'+'.join(self.layers)} {size} s{self.feature_stride} c{self.coreset_ratio:g}"
 
     def config(self, base: PatchCoreConfig) -> PatchCoreConfig:
         h, w = self.input_hw
@@ -55,6 +58,7 @@ class Candidate:
             input_width=None if h == w else w,
             feature_stride=self.feature_stride,
             coreset_ratio=self.coreset_ratio,
+            keep_aspect=self.keep_aspect,
         )
 
 
@@ -96,21 +100,34 @@ class Scored:
         return d
 
 
-class _Group:
-    """One backbone at one input size: the model and the cached stage maps of every image."""
+Stages = dict[str, torch.Tensor]
 
-    def __init__(self, backbone: str, hw: tuple[int, int], base: PatchCoreConfig, data: _Data) -> None:
+
+class _Group:
+    """One backbone at one input size (or one area, frames at their own aspect): the model and
+    the cached stage maps of every image, each batch with its input size."""
+
+    def __init__(
+        self, backbone: str, hw: tuple[int, int], base: PatchCoreConfig, data: _Data, keep_aspect: bool = False
+    ) -> None:
         union = ("pixels", "blocks.1", "blocks.2", "blocks.3", "blocks.4")
         self.hw = hw
-        self.model = PatchCore(replace(base, backbone=backbone, layers=union, input_size=hw[0], input_width=hw[1]))
+        cfg = replace(
+            base, backbone=backbone, layers=union, input_size=hw[0], input_width=hw[1], keep_aspect=keep_aspect
+        )
+        self.model = PatchCore(cfg)
         dev = self.model.mean.device
+
+        def stages(images: list[np.ndarray]) -> list[tuple[tuple[int, int], Stages]]:
+            return [
+                (size, self._stages(to_batch([images[i] for i in idx], size).to(dev)))
+                for idx, size in size_groups(images, cfg, 16)
+            ]
+
         with torch.inference_mode():
-            self.fit_feats = [
-                self._stages(to_batch(data.fit[i : i + 16], hw).to(dev)) for i in range(0, len(data.fit), 16)
-            ]
-            self.eval_feats = [
-                self._stages(to_batch(data.eval[i : i + 16], hw).to(dev)) for i in range(0, len(data.eval), 16)
-            ]
+            self.fit_feats = stages(data.fit)
+            self.eval_feats = stages(data.eval)
+        # Timed at the nominal size: a frame kept at its own aspect has about as many pixels.
         self.probe = to_batch(data.eval[:1], hw).to(dev)
 
     def _stages(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -122,7 +139,7 @@ class _Group:
         m = self.model
         m.config = replace(cand.config(base), input_size=self.hw[0], input_width=self.hw[1])
         m.extractor.layers = list(cand.layers)
-        m.fit_embedded(m.embed_features(f, self.hw) for f in self.fit_feats)
+        m.fit_embedded(m.embed_features(f, hw) for hw, f in self.fit_feats)
         return m
 
 
@@ -355,10 +372,10 @@ def _evaluate(
     model = group.use(fitted, base)
     scores, maps = [], []
     with torch.inference_mode():
-        for f in group.eval_feats:
-            score, patch = model.score_embedding(model.embed_features(f, group.hw))
+        for hw, f in group.eval_feats:
+            score, patch = model.score_embedding(model.embed_features(f, hw))
             scores.append(score.float().cpu().numpy())
-            maps += [_to(a, data.grid) for a in model.pixel_map(f, patch, group.hw).float().cpu().numpy()]
+            maps += [_to(a, data.grid) for a in model.pixel_map(f, patch, hw).float().cpu().numpy()]
     sc, mp = np.concatenate(scores), np.stack(maps)
     s.image_auroc = metrics.image_auroc(sc, data.labels)
     s.pixel_auroc = metrics.pixel_auroc(mp, data.masks)
@@ -398,7 +415,7 @@ class CandidateScorer:
         self.budget_ms, self.allow_over_budget = budget_ms, allow_over_budget
         self.may_cut_bank = may_cut_bank  # False when the engineer pinned the coreset ratio
         self.frame_hw = tuple(int(v) for v in np.median([im.shape[:2] for im in images], axis=0))
-        self.groups: dict[tuple[str, tuple[int, int]], _Group] = {}
+        self.groups: dict[tuple[str, tuple[int, int], bool], _Group] = {}
         self.scored: list[Scored] = []
         self.progress = progress
 
@@ -408,9 +425,9 @@ class CandidateScorer:
         for c in cands:
             done = next((s for s in self.scored if s.candidate == c), None)
             if done is None:
-                key = (c.backbone, c.input_hw)
+                key = (c.backbone, c.input_hw, c.keep_aspect)
                 if key not in self.groups:
-                    self.groups[key] = _Group(c.backbone, c.input_hw, self.base, self.data)
+                    self.groups[key] = _Group(c.backbone, c.input_hw, self.base, self.data, c.keep_aspect)
                 done = _evaluate(
                     self.groups[key],
                     c,

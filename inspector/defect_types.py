@@ -68,8 +68,8 @@ def new_version_dir(src: Path, out: Path) -> None:
 
 def _features(inspector: Inspector, images: Sequence[np.ndarray], descriptor: str) -> torch.Tensor:
     """The descriptor the station computes from its one pass (``analysis.py``), here without autograd."""
-    size = inspector.model.config.input_size
-    return extract_descriptor(inspector.model, batches(list(images), size, 16), None, descriptor)
+    # The model's own input rule: a non-square model's station pass is not a square one.
+    return extract_descriptor(inspector.model, batches(list(images), inspector.model.config, 16), None, descriptor)
 
 
 def train_types(

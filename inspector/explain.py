@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -38,7 +39,7 @@ from inspector.errors import ConfigError, InspectorError, ModelError
 from inspector.images import sha256_file
 from inspector.manifest import Manifest, ManifestItem, load_manifest
 from inspector.pipeline import Inspector
-from inspector.preprocess import to_batch
+from inspector.preprocess import model_input_hw, to_batch
 from inspector.training import batches, load_items
 from models.explain import (
     POOLED,
@@ -158,6 +159,13 @@ def _to_frame(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return m if m.shape == (h, w) else cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def _at_size(reference: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """The good reference images at ``x``'s size (a frame kept at its own aspect has its own)."""
+    if reference is None or reference.shape[-2:] == x.shape[-2:]:
+        return reference
+    return F.interpolate(reference, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+
+
 class Explainer:
     """Explains frames for one loaded model; without a defect head there is no defect type."""
 
@@ -215,8 +223,7 @@ class Explainer:
                 f"this model's defect head reads the {self.head.descriptor} descriptor; {'/'.join(pooled_only)} "
                 "splits a head on pooled features (inspector train-defects); defect-gradcam works with either"
             )
-        size = self.model.config.input_hw
-        x = to_batch([image], size).to(self.inspector.device)
+        x = to_batch([image], model_input_hw(self.model.config, image)).to(self.inspector.device)
         raw: dict[str, torch.Tensor] = {}
         ms: dict[str, float] = {}
         logits: torch.Tensor | None = None
@@ -240,7 +247,7 @@ class Explainer:
             probs = {c: float(v) for c, v in zip(self.head.classes, p.tolist(), strict=True)}
             best = int(p.argmax())
         ctx = explainers.MethodContext(
-            self.model, x, self.head, best, self.layer, self.reference, dict(raw), settings or {}
+            self.model, x, self.head, best, self.layer, _at_size(self.reference, x), dict(raw), settings or {}
         )
         for spec in specs:
             if spec.name in raw or (spec.target == "defect" and best is None):
@@ -391,8 +398,8 @@ def split_defect_items(
 
 
 def _features(inspector: Inspector, items: list[ManifestItem], root: str | Path, layers: list[str]) -> torch.Tensor:
-    size = inspector.model.config.input_hw
-    return extract_pooled(inspector.model, batches(load_items(items, root), size, 16), layers)
+    # The model's own input rule, as the station applies it (frames kept at their aspect too).
+    return extract_pooled(inspector.model, batches(load_items(items, root), inspector.model.config, 16), layers)
 
 
 def train_defect_head(

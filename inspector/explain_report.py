@@ -73,7 +73,7 @@ def _shuffled_head(
     items = [by_path[p] for p in paths if p in by_path and by_path[p].defect in head.classes]
     if len(items) < 2:
         return None
-    size = inspector.model.config.input_size
+    size = inspector.model.config  # the model's own input rule, as the station's
     feats = extract_pooled(inspector.model, batches(load_items(items, root), size, 16), head.layers)
     y = torch.tensor([head.classes.index(str(it.defect)) for it in items])
     perm = y[torch.from_numpy(np.random.default_rng(seed).permutation(len(y)))]
@@ -85,7 +85,7 @@ def _boundary(inspector: Inspector, manifest: Manifest, root: str | Path, limit:
 
     items = pick_test_items(manifest, max(limit * 3, 12), seed + 3)
     images = load_items(items, root)
-    size = inspector.model.config.input_size
+    size = inspector.model.config  # the model's own input rule, as the station's
     feats = extract_pooled(inspector.model, batches(images, size, 16)).numpy()
     scores = np.concatenate([r.score.cpu().numpy() for r in map(inspector.model.predict, batches(images, size, 16))])
     labels = [(it.defect or "defective") if it.is_anomalous else "good" for it in items]

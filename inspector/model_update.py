@@ -73,7 +73,7 @@ def budget_check(model: PatchCore, meta: dict[str, Any]) -> tuple[float | None, 
         return None, []
     from inspector.candidate_scoring import measure_near
 
-    h, w = model.config.input_hw
+    h, w = model.config.input_hw  # a frame kept at its own aspect has this many pixels too
     probe = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(model.mean.device)
     ms = measure_near(model, probe, float(budget))
     if ms <= budget:
@@ -245,7 +245,8 @@ def update_model(
     if again:
         raise ManifestError(f"{len(again)} image(s) are in the bank already (added by an earlier update): {again[0]}")
     stats = bank_statistics(model, meta)
-    size = model.config.input_size
+    # The model's own input rule: a non-square or own-aspect model's frames are not squares.
+    size = model.config
     tic = time.perf_counter()
     removed = added = None
     if remove_items:
@@ -259,6 +260,9 @@ def update_model(
             stats,
             restandardize_at=restandardize_at,
             progress=progress,
+            # Frames at their own aspect have no one patch grid to keep top patches on; such a
+            # model keeps no leave-one-out state either, so its update keeps its thresholds.
+            **({"keep_patches": 0} if model.config.keep_aspect else {}),
         )
     cal = recalibrate(model, src, meta, added, removed)
     seconds = time.perf_counter() - tic

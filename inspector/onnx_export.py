@@ -92,6 +92,11 @@ def export_model_dir(model_dir: str | Path, path: str | Path, opset: int = 18) -
     except ImportError:
         raise ConfigError("ONNX export needs the 'onnx' package: pip install 'inspector[onnx]'") from None
     inspector = Inspector.load(model_dir, "cpu")
+    if inspector.model.config.keep_aspect:
+        raise ConfigError(
+            f"{model_dir} keeps each frame's aspect, so its input size changes from frame to frame; an ONNX graph"
+            " has one fixed size. Run it with the torch runtime, or train a version with --squash-aspect to export"
+        )
     info = inspector.info
     meta = {
         "thresholds": inspector.thresholds.to_json(),

@@ -21,9 +21,9 @@ from inspector.calibration import Thresholds
 from inspector.domain import OUT_OF_DOMAIN, DomainProfile
 from inspector.errors import ModelError
 from inspector.images import SourceFormat, frame_sha256
-from inspector.preprocess import resolve_device, to_batch
+from inspector.preprocess import resolve_device, size_groups, to_batch
 from models.backbones import BackboneError
-from models.patchcore import ModelFileError, PatchCore, load_patchcore
+from models.patchcore import ModelFileError, PatchCore, PatchCoreConfig, load_patchcore
 from models.patchcore.serialization import read_model_json
 
 
@@ -62,7 +62,7 @@ ScoreFn = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
 
 def inspect_batch(
     images: Sequence[np.ndarray],
-    input_size: int | tuple[int, int],
+    input_size: int | tuple[int, int] | PatchCoreConfig,
     score_fn: ScoreFn,
     thresholds: Thresholds,
     sources: Sequence[str] | None = None,
@@ -70,19 +70,31 @@ def inspect_batch(
     extras: dict[str, Any] | None = None,
 ) -> list[InspectionResult]:
     """Preprocesses, scores with ``score_fn`` (torch or ONNX Runtime), and turns the outputs into
-    results with maps resized to each frame: every runtime shares this one path."""
+    results with maps resized to each frame: every runtime shares this one path.
+
+    Given a model's config, frames it keeps at their own aspect are scored in runs of one size.
+    """
     if not images:
         return []
     t0 = time.perf_counter()
-    scores, maps = score_fn(to_batch(images, input_size))
+    if isinstance(input_size, PatchCoreConfig):
+        scores: list[float] = [0.0] * len(images)
+        maps: list[np.ndarray] = [np.empty(0, np.float32)] * len(images)
+        for idx, hw in size_groups(images, input_size):
+            s, m = score_fn(to_batch([images[i] for i in idx], hw))
+            for j, i in enumerate(idx):
+                scores[i], maps[i] = float(s[j]), m[j]
+        out_scores, out_maps = np.asarray(scores), maps
+    else:
+        out_scores, out_maps = score_fn(to_batch(images, input_size))
     per_frame_ms = (time.perf_counter() - t0) * 1000 / len(images)
-    return to_results(images, scores, maps, per_frame_ms, thresholds, sources, start_index, extras)
+    return to_results(images, out_scores, out_maps, per_frame_ms, thresholds, sources, start_index, extras)
 
 
 def to_results(
     images: Sequence[np.ndarray],
     scores: np.ndarray,
-    maps: np.ndarray,
+    maps: np.ndarray | Sequence[np.ndarray],
     per_frame_ms: float,
     thresholds: Thresholds,
     sources: Sequence[str] | None = None,
@@ -164,9 +176,7 @@ class Inspector:
         A frame unlike the training images (``formats``: each file's channels and bit depth,
         where known) keeps its score and map but gets the OOD verdict and the reason.
         """
-        results = inspect_batch(
-            images, self.model.config.input_hw, self._score_maps, self.thresholds, sources, start_index
-        )
+        results = inspect_batch(images, self.model.config, self._score_maps, self.thresholds, sources, start_index)
         return self.mark_out_of_domain(results, formats)
 
     def mark_out_of_domain(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
 
 from inspector.errors import ConfigError
+from models.patchcore import PatchCoreConfig
 
 
 def resize_rgb(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -35,3 +36,36 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"unknown device '{name}'; choose auto, cpu or cuda")
     return torch.device(name)
+
+
+def model_input_hw(config: PatchCoreConfig, image: np.ndarray) -> tuple[int, int]:
+    """The input (height, width) this model gives ``image``: one size for all, or with
+    ``keep_aspect`` the frame's own aspect (``PatchCoreConfig.frame_input_hw``)."""
+    return config.frame_input_hw((int(image.shape[0]), int(image.shape[1])))
+
+
+def size_groups(
+    images: Sequence[np.ndarray], config: PatchCoreConfig, batch_size: int | None = None
+) -> Iterator[tuple[list[int], tuple[int, int]]]:
+    """Runs of consecutive frames that share an input size, at most ``batch_size`` long: their
+    indices and the size. Order is kept, so a fit's image n stays ``bank_source`` n."""
+    run: list[int] = []
+    run_hw: tuple[int, int] | None = None
+    for i, im in enumerate(images):
+        hw = model_input_hw(config, im)
+        if run and (hw != run_hw or (batch_size is not None and len(run) >= batch_size)):
+            assert run_hw is not None
+            yield run, run_hw
+            run = []
+        run.append(i)
+        run_hw = hw
+    if run:
+        assert run_hw is not None
+        yield run, run_hw
+
+
+def model_batches(images: Sequence[np.ndarray], config: PatchCoreConfig, batch_size: int) -> Iterator[torch.Tensor]:
+    """Batches of at most ``batch_size`` frames at the model's input size, in order; frames kept
+    at their own aspect batch only with neighbours of the same size."""
+    for idx, hw in size_groups(images, config, batch_size):
+        yield to_batch([images[i] for i in idx], hw)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -33,7 +34,7 @@ from inspector.errors import ConfigError, ImageError, ManifestError
 from inspector.frr import FrrStatement
 from inspector.images import decode_image, sha256_bytes, sha256_file
 from inspector.manifest import Manifest, ManifestItem, require_training_items, resolve
-from inspector.preprocess import resolve_device, to_batch
+from inspector.preprocess import model_batches, resolve_device, to_batch
 from models.backbones import BackboneError
 from models.patchcore import PatchCore, PatchCoreConfig, save_patchcore
 from models.patchcore.leave_one_out import leave_one_out_scores
@@ -94,13 +95,21 @@ def check_items(items: Sequence[ManifestItem], root: str | Path, progress: Progr
         progress("checking files", len(items), len(items))
 
 
-def batches(images: Sequence[np.ndarray], size: int | tuple[int, int], batch_size: int) -> Iterator[torch.Tensor]:
+Size = int | tuple[int, int] | PatchCoreConfig  # one size for every frame, or the model's own rule
+
+
+def batches(images: Sequence[np.ndarray], size: Size, batch_size: int) -> Iterator[torch.Tensor]:
+    """Batches at ``size``; given a model's config, each frame at that model's input size
+    (frames kept at their own aspect batch only with neighbours of the same size)."""
+    if isinstance(size, PatchCoreConfig):
+        yield from model_batches(images, size, batch_size)
+        return
     for i in range(0, len(images), batch_size):
         yield to_batch(images[i : i + batch_size], size)
 
 
 def item_batches(
-    items: Sequence[ManifestItem], root: str | Path, size: int | tuple[int, int], batch_size: int
+    items: Sequence[ManifestItem], root: str | Path, size: Size, batch_size: int
 ) -> Iterator[torch.Tensor]:
     """Decodes and resizes a batch at a time, so 10,000 training images are never all in memory.
 
@@ -108,17 +117,25 @@ def item_batches(
     before the first minute of work, not after the last.
     """
     for i in range(0, len(items), batch_size):
-        yield to_batch(load_items(items[i : i + batch_size], root, check_sha=False), size)
+        yield from batches(load_items(items[i : i + batch_size], root, check_sha=False), size, batch_size)
 
 
 def score_batches(model: PatchCore, image_batches: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-    """Image scores and anomaly maps (at input size) for batches of frames."""
+    """Image scores and anomaly maps for batches of frames; maps at the model's nominal input
+    size, so frames kept at their own aspect stack (calibration reads only their values)."""
     scores, maps = [], []
     for b in image_batches:
         pred = model.predict(b)
         scores.append(pred.score.float().cpu().numpy())
-        maps.append(pred.anomaly_map.float().cpu().numpy())
+        maps.append(nominal_maps(pred.anomaly_map.float().cpu().numpy(), model.config.input_hw))
     return np.concatenate(scores), np.concatenate(maps)
+
+
+def nominal_maps(maps: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(B, h, w) maps resized to ``hw`` where they differ."""
+    if maps.shape[1:] == hw:
+        return maps
+    return np.stack([cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR) for m in maps])
 
 
 def split_holdout(items: list[ManifestItem], share: float, seed: int) -> tuple[list[ManifestItem], list[ManifestItem]]:
@@ -190,6 +207,11 @@ def train(
         fine = {"fine_score": config.fine_score, "fine_score_level": config.fine_score_level}
         config, selection = _search(fit_items, root, replace(config, fine_score=None), search, progress)
         config = replace(config, **fine)
+    if config.fine_score and config.keep_aspect:
+        raise ConfigError(
+            "the fine image score needs one input size for every frame, and these frames keep their own aspect;"
+            " add --squash-aspect to squash them, or leave out --fine-score"
+        )
     torch.manual_seed(config.seed)
     try:
         model = PatchCore(config).to(dev)
@@ -197,9 +219,10 @@ def train(
         raise ConfigError(str(exc)) from None
     start = dt.datetime.now(dt.UTC)
     tic = time.perf_counter()
-    n_batches = (len(fit_items) + batch_size - 1) // batch_size
+    # Frames at their own aspect batch only with same-sized neighbours: about one per batch.
+    n_batches = len(fit_items) if config.keep_aspect else (len(fit_items) + batch_size - 1) // batch_size
     model.fit(
-        item_batches(fit_items, root, config.input_hw, batch_size),
+        item_batches(fit_items, root, config, batch_size),
         total_batches=n_batches,
         progress=progress,
         should_stop=should_stop,
@@ -210,7 +233,7 @@ def train(
     suspects: list[tuple[str, float]] = []
     cal_state: CalibrationState | None = None
     if labelled_val:
-        scores, maps = score_batches(model, item_batches(val, root, config.input_hw, batch_size))
+        scores, maps = score_batches(model, item_batches(val, root, config, batch_size))
         labels = np.array([it.is_anomalous for it in val], dtype=int)
         thresholds = calibrate_labelled(scores, labels, maps[labels == 0])
         n_cal = len(val)
@@ -221,7 +244,7 @@ def train(
         if fitted is not None:
             loo_scores, loo_maps, cal_state = fitted
         else:  # the same images in the same order as fit, so image n is bank_source n
-            batches_again = item_batches(fit_items, root, config.input_hw, batch_size)
+            batches_again = item_batches(fit_items, root, config, batch_size)
             loo_scores, loo_maps = leave_one_out_scores(model, batches_again)
         scores, maps = loo_scores.numpy().astype(np.float64), loo_maps.numpy()
         thresholds = calibrate_good_only(scores, maps, target_frr, rule=threshold_rule)
@@ -230,7 +253,7 @@ def train(
         top = [(fit_items[i].path, round(float(scores[i]), 4)) for i in np.argsort(scores)[::-1][:3]]
         suspects = [(fit_items[i].path, round(float(scores[i]), 4)) for i in suspect_scores(scores)]
     elif hold_items:
-        scores, maps = score_batches(model, item_batches(hold_items, root, config.input_hw, batch_size))
+        scores, maps = score_batches(model, item_batches(hold_items, root, config, batch_size))
         thresholds = calibrate_good_only(scores, maps, target_frr, rule=threshold_rule)
         n_cal = len(hold_items)
     else:

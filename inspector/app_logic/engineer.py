@@ -79,16 +79,19 @@ def training_config(config: Any, manifest: Manifest, root: str | Path) -> Any:
     """The settings to train with when the engineer gave none, as ``inspector train`` picks them.
 
     Far-from-square frames keep their aspect (112 px across): squashing ksdd's commutators to a
-    square cost 0.70 against 0.89 image AUROC. The search starts from that size by itself; this
+    square cost 0.70 against 0.89 image AUROC; frames elongated both ways each keep their own.
+    The search starts from that size by itself; this
     one serves when it does not run (not asked for, or too few images).
     """
     if config is not None:
         return config
-    from inspector.autoconfig import default_input_hw
+    from inspector.autoconfig import default_input
     from models.patchcore import PatchCoreConfig
 
-    h, w = default_input_hw(manifest, root)
-    return None if h is None else PatchCoreConfig(input_size=h, input_width=w)
+    h, w, keep = default_input(manifest, root)
+    if h is None and not keep:
+        return None
+    return PatchCoreConfig(input_size=h or PatchCoreConfig.input_size, input_width=w, keep_aspect=keep)
 
 
 def settings_report(model_dir: str | Path) -> str:

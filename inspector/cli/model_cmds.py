@@ -49,11 +49,16 @@ class BackboneChoice(click.Choice):  # type: ignore[type-arg]
     help="Local weights file (needed for resnet18 / wide_resnet50_2; never downloaded).",
 )
 @click.option("--layers", default=None, help="Pin the backbone stages, comma-separated (default: searched).")
-@click.option(
-    "--input-size", type=click.IntRange(min=32), default=None, help="Pin the input size (height) in pixels."
-)
+@click.option("--input-size", type=click.IntRange(min=32), default=None, help="Pin the input size (height) in pixels.")
 @click.option(
     "--input-width", type=click.IntRange(min=32), default=None, help="Pin a different input width (keeps aspect)."
+)
+@click.option(
+    "--keep-aspect/--squash-aspect",
+    "keep_aspect",
+    default=None,
+    help="Pin whether each frame keeps its own aspect (same pixels as the input size) or is squashed to it "
+    "(default: kept when the training frames are elongated in both orientations).",
 )
 @click.option(
     "--coreset-ratio",
@@ -150,6 +155,7 @@ def train_cmd(
     allow_over_budget: bool = False,
     fine_map: bool = True,
     fine_score: str | None = None,
+    keep_aspect: bool | None = None,
 ) -> None:
     """Fit PatchCore on the manifest's good training images, calibrate the threshold, save.
 
@@ -168,7 +174,7 @@ def train_cmd(
         return
     if manifest is None:
         raise click.UsageError("give --manifest (or --update FROM_MODEL with --add/--remove)")
-    from inspector.autoconfig import SearchOptions, default_input_hw, format_table
+    from inspector.autoconfig import SearchOptions, default_input, format_table
     from inspector.training import train
     from models.backbones import BACKBONES
     from models.patchcore import PatchCoreConfig
@@ -178,11 +184,19 @@ def train_cmd(
     chosen_backbone = backbone or defaults.backbone
     spec_layers = BACKBONES[chosen_backbone].default_layers if chosen_backbone != defaults.backbone else defaults.layers
     auto_size, auto_width = input_size, input_width
+    auto_keep = bool(keep_aspect)
     if input_size is None and input_width is None:
         # Elongated frames keep their aspect (112 px across): squashing a 250x627 commutator to a
         # square cost ksdd 0.70 against 0.89 image AUROC (README, "Settings chosen per product").
         # The search starts from the same size by itself; this one serves when it does not run.
-        auto_size, auto_width = default_input_hw(m, root)
+        auto_size, auto_width, rule_keep = default_input(m, root)
+        auto_keep = rule_keep if keep_aspect is None else keep_aspect
+        if auto_keep and not search:
+            click.echo(
+                "each frame keeps its own aspect (the training frames are elongated both ways), with the pixels of "
+                f"{auto_width or auto_size or defaults.input_size}x{auto_size or defaults.input_size}; "
+                "--squash-aspect squashes them instead"
+            )
         if auto_size is not None and not search:
             area = auto_size * (auto_width or auto_size) / defaults.input_size**2
             click.echo(
@@ -195,6 +209,7 @@ def train_cmd(
         layers=tuple(layers.split(",")) if layers else spec_layers,
         input_size=auto_size or defaults.input_size,
         input_width=auto_width,
+        keep_aspect=auto_keep,
         coreset_ratio=coreset_ratio or defaults.coreset_ratio,
         seed=seed,
         weights=weights,
@@ -209,6 +224,7 @@ def train_cmd(
             ("layers", config.layers if layers else None),
             ("input_size", input_size),
             ("input_width", input_width),
+            ("keep_aspect", keep_aspect),
             ("coreset_ratio", coreset_ratio),
         )
         if v is not None

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from math import prod
 
 import torch
+import torch.nn.functional as F
 
 from models.patchcore.anomaly_map import anomaly_map
 from models.patchcore.model import PatchCore, aggregate_patches
@@ -142,9 +143,10 @@ def leave_one_out_scores(
         s, patch = _score_batch_excluding(model, batch, ids)
         scores.append(s.cpu())
         if next_id < max_maps:
-            maps.append(
-                anomaly_map(patch[: max_maps - next_id], (batch.shape[-2], batch.shape[-1]), model.config.sigma).cpu()
-            )
+            amap = anomaly_map(patch[: max_maps - next_id], (batch.shape[-2], batch.shape[-1]), model.config.sigma)
+            if amap.shape[-2:] != size:  # a frame kept at its own aspect: maps stack at the nominal size
+                amap = F.interpolate(amap.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
+            maps.append(amap.cpu())
         next_id += batch.shape[0]
     return torch.cat(scores), torch.cat(maps)
 

@@ -49,6 +49,10 @@ class PatchCoreConfig:
     # Frames far from square keep their aspect (a 250x627 commutator squashed to a square loses
     # its thin cracks): the width is then set on its own (inspector.autoconfig chooses it).
     input_width: int | None = None
+    # Each frame at its own aspect with the pixels of input_size x input_width (sides multiples of
+    # 8) instead of squashed to them; for products whose frames vary in aspect
+    # (scripts/bench_keep_aspect.py): the magnetic tiles range from 1:2.8 to 2.8:1.
+    keep_aspect: bool = False
     coreset_ratio: float = 0.1
     projection_dim: int = 128
     num_neighbours: int = 9
@@ -99,8 +103,19 @@ class PatchCoreConfig:
         """(height, width) of the model's input."""
         return (self.input_size, self.input_width or self.input_size)
 
+    def frame_input_hw(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
+        """The input (height, width) for a frame of ``frame_hw``: ``input_hw`` unless ``keep_aspect``."""
+        if not self.keep_aspect:
+            return self.input_hw
+        h, w = frame_hw
+        area = self.input_size * (self.input_width or self.input_size)
+        k = (area / max(1, h * w)) ** 0.5
+        return max(32, round(h * k / 8) * 8), max(32, round(w * k / 8) * 8)
+
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
+        if not d["keep_aspect"]:
+            del d["keep_aspect"]  # models that squash keep the model.json they always had
         if d["input_width"] is None:
             del d["input_width"]  # square models keep the model.json they always had
         if d["fine_score"] is None:  # so do models without the fine image score
@@ -156,6 +171,9 @@ class PatchCore(nn.Module):
         map_layers = resolve_fine_layers(self.config)
         if self.config.fine_score and not map_layers:
             raise ValueError("fine_score needs a fine bank: a feature_stride above map_stride")
+        if self.config.fine_score and self.config.keep_aspect:
+            # Its good-image scales stack the first images' features, which need one grid.
+            raise ValueError("fine_score needs one input size for all frames; it cannot keep each frame's aspect")
         # The fine map's stages come from the same forward pass: the extractor returns both sets.
         self.extractor, self.spec = build_feature_extractor(
             self.config.backbone,
@@ -398,13 +416,16 @@ class PatchCore(nn.Module):
         kept_src: list[torch.Tensor] = []
         stats = _RunningStats()
         self.fit_rows = None
+        grids: set[tuple[int, int]] = set()  # frames kept at their own aspect give several
         selection_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         for i, emb in enumerate(embeddings):
             if should_stop is not None and should_stop():
                 raise InterruptedError("training cancelled")
             rows = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).half().cpu()
             pending.append(rows)
-            per_image, grid = emb.shape[2] * emb.shape[3], (emb.shape[2], emb.shape[3])
+            per_image = emb.shape[2] * emb.shape[3]
+            grids.add((emb.shape[2], emb.shape[3]))
+            grid = (emb.shape[2], emb.shape[3])
             pending_src.append(torch.arange(n_images, n_images + emb.shape[0]).repeat_interleave(per_image))
             n_images += emb.shape[0]
             n_pending += rows.shape[0]
@@ -433,7 +454,8 @@ class PatchCore(nn.Module):
             feats = torch.cat(pending)
             del pending
             # Held for leave-one-out scoring, which then needs no second pass over the images.
-            self.fit_rows = (feats, grid)
+            if len(grids) == 1:  # leave-one-out reads the kept rows as images of one grid
+                self.fit_rows = (feats, grid)
             idx = self._select(feats, stats.result(), progress, should_stop)
             kept.append(feats[idx])
             kept_src.append(torch.cat(pending_src)[idx])
