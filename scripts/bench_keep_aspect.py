@@ -177,13 +177,13 @@ def print_train(report: dict[str, Any]) -> None:
     def f(v: Any, pct: bool = False) -> str:
         return "-" if v is None else (f"{v:.1%}" if pct else f"{v:.4f}")
 
-    print(f"\n{'run':<30} {'chosen':<52} {'img':>7} {'px':>7} {'AUPRO':>7} {'FRR':>6} {'miss':>6} {'ms':>6} {'s':>6}")
+    print(f"\n{'run':<30} {'chosen':<60} {'img':>7} {'px':>7} {'AUPRO':>7} {'FRR':>6} {'miss':>6} {'ms':>6} {'s':>6}")
     for key, r in report.items():
         if "skipped" in r:
             print(f"{key:<30} skipped: {r['skipped']}")
             continue
         print(
-            f"{key:<30} {r.get('chosen', 'stock 224x224'):<52} {f(r['image_auroc']):>7} {f(r['pixel_auroc']):>7}"
+            f"{key:<30} {r.get('chosen', 'stock 224x224'):<60} {f(r['image_auroc']):>7} {f(r['pixel_auroc']):>7}"
             f" {f(r['aupro']):>7} {f(r['false_reject_rate'], True):>6} {f(r['miss_rate'], True):>6}"
             f" {r.get('search_ms_per_frame') or 0:>6.1f} {r['train_seconds']:>6.1f}"
         )

@@ -113,8 +113,9 @@ def settings_report(model_dir: str | Path) -> str:
     h = cfg.get("input_size")
     w = cfg.get("input_width") or h
     lines = [
-        f"backbone {cfg.get('backbone')}, stages {'+'.join(cfg.get('layers') or [])}, input {h}x{w} px,"
-        f" stride {cfg.get('feature_stride')}, coreset {cfg.get('coreset_ratio')}",
+        f"backbone {cfg.get('backbone')}, stages {'+'.join(cfg.get('layers') or [])}, input {h}x{w} px"
+        + (" (its pixels, each frame at its own aspect)," if cfg.get("keep_aspect") else ",")
+        + f" stride {cfg.get('feature_stride')}, coreset {cfg.get('coreset_ratio')}",
         describe_map(cfg),
         f"trained on {meta.get('n_train_images', '?')} good images"
         + (f" by {meta['trained_by']}" if meta.get("trained_by") else "")

@@ -247,3 +247,22 @@ def test_train_cli_keeps_aspect_for_both_orientations_and_squash_pins_it_off(pro
     assert res.exit_code == 0, res.output
     assert "keep_aspect" not in json.loads((tmp_path / "b" / "model.json").read_text())["config"]
 
+
+
+def test_eval_with_gradcam_on_frames_of_both_orientations(product) -> None:
+    from inspector.evaluation import evaluate
+    from inspector.pipeline import Inspector
+
+    root, manifest, out, _ = product
+    rep = evaluate(Inspector.load(out, "cpu"), manifest, root, gradcam=True).report
+    assert (rep["n_normal"], rep["n_anomalous"]) == (len(TEST_SIZES), len(TEST_SIZES))
+    for key in ("image_auroc", "pixel_auroc", "aupro", "gradcam_pixel_auroc"):
+        assert rep[key] is not None and 0.0 <= rep[key] <= 1.0, key
+    assert rep["out_of_domain"] == 0
+
+
+def test_the_engineer_view_says_frames_keep_their_aspect(product) -> None:
+    from inspector.app_logic import settings_report
+
+    _, _, out, _ = product
+    assert "each frame at its own aspect" in settings_report(out)
