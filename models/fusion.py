@@ -54,12 +54,17 @@ def fold_batch_norm(module: nn.Module) -> int:
     return count
 
 
+MAX_STATIC_SIZES = 64  # other input sizes a convolution keeps a padded kernel for
+
+
 class StaticSameConv(nn.Module):
-    """A TF-"same" strided convolution with its padding fixed for one input size.
+    """A TF-"same" strided convolution with its padding fixed per input size.
 
     The asymmetric pad (more on the right) equals a symmetric pad of the larger side with the
     kernel shifted by zeros on the left, so the convolution needs no padded copy of its input.
-    Any other input size takes the original dynamic path.
+    The model's own input size is a buffer; frames kept at their own aspect bring other sizes,
+    whose kernels are made on first use and kept (up to ``MAX_STATIC_SIZES``), so they skip the
+    padded copy too instead of taking timm's dynamic path.
     """
 
     def __init__(self, conv: nn.Conv2d, input_hw: tuple[int, int]) -> None:
@@ -68,18 +73,33 @@ class StaticSameConv(nn.Module):
         self.input_hw = input_hw
         if any(d != 1 for d in conv.dilation):
             raise ValueError("static same padding supports undilated convolutions only")
-        dims = zip(input_hw, conv.kernel_size, conv.stride, strict=True)
-        pads = [_same_pad(n, k, s) for n, k, s in dims]
-        extra = [hi - lo for lo, hi in pads]  # zeros prepended to the kernel along each axis
-        weight = F.pad(conv.weight.detach(), (extra[1], 0, extra[0], 0)) if any(extra) else conv.weight.detach()
-        self.register_buffer("static_weight", weight.contiguous(memory_format=torch.channels_last))
-        self.padding = (pads[0][1], pads[1][1])
+        weight, self.padding = _static_form(conv, input_hw)
+        self.register_buffer("static_weight", weight)
+        # Other sizes: (kernel, padding), made from the current weights on the input's device.
+        self._other: dict[tuple[int, int], tuple[torch.Tensor, tuple[int, int]]] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != self.input_hw:
-            return self.conv(x)
         c = self.conv
-        return F.conv2d(x, self.static_weight, c.bias, c.stride, self.padding, c.dilation, c.groups)
+        hw = (int(x.shape[-2]), int(x.shape[-1]))
+        if hw == self.input_hw:
+            weight, padding = self.static_weight, self.padding
+        else:
+            got = self._other.get(hw)
+            if got is None or got[0].device != x.device or got[0].dtype != x.dtype:
+                got = _static_form(c, hw)
+                if len(self._other) < MAX_STATIC_SIZES or hw in self._other:
+                    self._other[hw] = got
+            weight, padding = got
+        return F.conv2d(x, weight, c.bias, c.stride, padding, c.dilation, c.groups)
+
+
+def _static_form(conv: nn.Conv2d, input_hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The kernel (zeros prepended where the pad is uneven) and symmetric padding for one size."""
+    dims = zip(input_hw, conv.kernel_size, conv.stride, strict=True)
+    pads = [_same_pad(n, k, s) for n, k, s in dims]
+    extra = [hi - lo for lo, hi in pads]  # zeros prepended to the kernel along each axis
+    weight = F.pad(conv.weight.detach(), (extra[1], 0, extra[0], 0)) if any(extra) else conv.weight.detach()
+    return weight.contiguous(memory_format=torch.channels_last), (pads[0][1], pads[1][1])
 
 
 def _same_pad(n: int, k: int, s: int) -> tuple[int, int]:

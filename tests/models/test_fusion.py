@@ -48,10 +48,12 @@ def test_rewrites_happen(pair) -> None:
     assert sum(isinstance(m, StaticSameConv) for m in mods) >= 3
 
 
-@pytest.mark.parametrize("size", [64, 72, 57])  # the optimised size, and two others on the dynamic path
-def test_same_maps_and_gradients(pair, size: int) -> None:
+# The optimised size, two others, and frames kept at their own aspect (odd and even sides).
+@pytest.mark.parametrize("size", [64, 72, 57, (96, 40), (41, 104)])
+def test_same_maps_and_gradients(pair, size: int | tuple[int, int]) -> None:
     plain, fast = pair
-    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+    h, w = (size, size) if isinstance(size, int) else size
+    x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * w))
     xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     a, b = plain(xa), fast(xb)
     for k in a:
@@ -84,3 +86,21 @@ def test_moves_and_casts_reach_every_rewritten_convolution(pair) -> None:
         assert torch.allclose(out[k], ref[k], rtol=1e-4, atol=1e-4), k
     plain.to(torch.float32)
     assert moved.weights_sha256 == fast.weights_sha256
+
+
+def test_other_sizes_keep_their_own_padded_kernel_and_follow_a_cast(pair) -> None:
+    """Frames at their own aspect skip the padded copy too; a kernel made before a cast is remade."""
+    _, fast = pair
+    net = copy.deepcopy(fast)
+    statics = [m for _, stage in net._stages for m in stage.modules() if isinstance(m, StaticSameConv)]
+    net(torch.rand(1, 3, 96, 40))
+    stem = statics[0]
+    assert stem.input_hw == (64, 64) and (96, 40) in stem._other
+    kernel, _ = stem._other[(96, 40)]
+    assert kernel.dtype == torch.float32
+    net.to(torch.float64)
+    net(torch.rand(1, 3, 96, 40, dtype=torch.float64))
+    assert stem._other[(96, 40)][0].dtype == torch.float64
+    for i in range(80):  # a bounded cache: sizes beyond it are computed, not kept
+        net(torch.rand(1, 3, 33 + i, 35, dtype=torch.float64))
+    assert len(stem._other) <= 64
