@@ -88,9 +88,27 @@ def colour_bar(
     return panel
 
 
-def _titled(panel: np.ndarray, title: str) -> np.ndarray:
-    bar = np.full((22, panel.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, title, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+_FONT, _SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+_LINE = 16  # px per title line
+
+
+def _wrap(title: str, width: int) -> list[str]:
+    """The title broken at spaces into lines that fit ``width`` px: a narrow portrait frame's
+    panel is under 130 px wide, and its verdict line ran off the edge."""
+    lines: list[str] = []
+    for word in title.split(" "):
+        trial = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(trial, _FONT, _SCALE, 1)[0][0] + 8 <= width:
+            lines[-1] = trial
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def _titled(panel: np.ndarray, lines: list[str], n_lines: int) -> np.ndarray:
+    bar = np.full((6 + _LINE * n_lines, panel.shape[1], 3), 255, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(bar, line, (4, 16 + _LINE * i), _FONT, _SCALE, (0, 0, 0), 1, cv2.LINE_AA)
     return np.vstack([bar, panel])
 
 
@@ -111,12 +129,16 @@ def panels(
     scale = display / max(image.shape[:2])
     size = (max(1, int(image.shape[1] * scale)), max(1, int(image.shape[0] * scale)))
     base = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    tiles = [_titled(base, header or "frame")]
+    bodies, titles = [base], [header or "frame"]
     for i, (title, amap, low, high, level) in enumerate(named_maps):
         cmap = colormaps[i] if colormaps is not None else COLORMAP
         m = cv2.resize(amap.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
         ov = overlay(base, m, low, high, opacity=opacity, contour_level=level, colormap=cmap)
-        tiles.append(_titled(np.hstack([ov, colour_bar(size[1], low, high, level, colormap=cmap)]), title))
+        bodies.append(np.hstack([ov, colour_bar(size[1], low, high, level, colormap=cmap)]))
+        titles.append(title)
+    wrapped = [_wrap(t, b.shape[1]) for t, b in zip(titles, bodies, strict=True)]
+    n_lines = max(len(w) for w in wrapped)
+    tiles = [_titled(b, w, n_lines) for b, w in zip(bodies, wrapped, strict=True)]
     gap = np.full((tiles[0].shape[0], 6, 3), 255, np.uint8)
     row: list[np.ndarray] = []
     for t in tiles:
