@@ -36,9 +36,10 @@ from inspector.images import read_image
 from inspector.manifest import Manifest, ManifestItem, resolve
 from inspector.metrics import aupro, pixel_auroc
 from inspector.paste_defects import paste_defect
-from inspector.preprocess import to_batch
+from inspector.preprocess import model_input_hw, to_batch
 from inspector.training import load_items
 from models.explain import DefectTarget
+from models.patchcore import PatchCoreConfig
 from models.patchcore.anomaly_map import smooth
 
 SHIFT_PX = 4
@@ -47,10 +48,10 @@ JPEG_QUALITY = 70
 
 @dataclass
 class Sample:
-    """One test image at the model's input size, with its mask where known."""
+    """One test image at the model's input size for it, with its mask where known."""
 
-    image: np.ndarray  # RGB uint8, S x S
-    mask: np.ndarray | None  # bool, S x S
+    image: np.ndarray  # RGB uint8 at the model's input (h, w) for this frame
+    mask: np.ndarray | None  # bool, same size
     defect: str | None  # None: a good part
     source: str
     pasted: bool = False
@@ -98,24 +99,26 @@ def pick_test_items(manifest: Manifest, limit: int, seed: int) -> list[ManifestI
     return out
 
 
-def _square(image: np.ndarray, size: int) -> np.ndarray:
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-
-
 def load_samples(
-    manifest: Manifest, root: str | Path, size: int, limit: int, seed: int
+    manifest: Manifest, root: str | Path, config: PatchCoreConfig, limit: int, seed: int
 ) -> tuple[list[Sample], list[Sample]]:
     """(defective, masked): real defective test images, and the images localisation is scored on
-    (the real ones where every one has a mask, else defects pasted onto good test images)."""
+    (the real ones where every one has a mask, else defects pasted onto good test images).
+
+    Each image is at the input size the model gives it live (``model_input_hw``): a 280x112
+    model's frames were squashed to 280x280 squares before, a size it never trained on.
+    """
     items = pick_test_items(manifest, limit, seed)
     images = load_items(items, root)
     defective, good = [], []
     for it, img in zip(items, images, strict=True):
+        h, w = model_input_hw(config, img)
         mask = None
         if it.mask:
             m = read_image(resolve(root, it.mask))[:, :, 0]
-            mask = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) > 127
-        s = Sample(_square(img, size), mask, it.defect if it.is_anomalous else None, it.path)
+            mask = cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) > 127
+        small = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        s = Sample(small, mask, it.defect if it.is_anomalous else None, it.path)
         (defective if it.is_anomalous else good).append(s)
     if defective and all(s.mask is not None and s.mask.any() for s in defective):
         return defective, defective
@@ -130,10 +133,12 @@ def load_samples(
     return defective, pasted
 
 
-def blob(size: int) -> np.ndarray:
+def blob(size: int | tuple[int, int]) -> np.ndarray:
     """A centred Gaussian blob: the localisation of a map that knows nothing of the image."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) - (size - 1) / 2
-    return np.exp(-(xx**2 + yy**2) / (2 * (size / 4) ** 2))
+    h, w = (size, size) if isinstance(size, int) else size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = yy - (h - 1) / 2, xx - (w - 1) / 2
+    return np.exp(-((xx / w) ** 2 + (yy / h) ** 2) * 8)
 
 
 def rank_corr(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -191,8 +196,7 @@ class Checks:
         self.explainer = explainer
         self.random_backbone = random_backbone
         self.shuffled_head = shuffled_head
-        self.size = explainer.model.config.input_size
-        self.fill = to_batch([fill], self.size)
+        self.fill = fill  # a good image, resized to each sample's size
         self.settings = settings
         self.seed = seed
         self.max_checks = max_checks  # sanity and stability on at most this many defective images
@@ -225,33 +229,37 @@ class Checks:
         if not masked:
             return
         runs = done if done is not None else [self._explain(self.explainer, s.image, methods) for s in masked]
-        masks = np.stack([s.mask for s in masked])
+        masks = [s.mask for s in masked]  # per frame: sizes differ where frames keep their aspect
         for m in methods:
             keep = [i for i, e in enumerate(runs) if m in e.maps]
             if not keep:
                 continue
-            maps = np.stack([runs[i].display(m) for i in keep])
-            figs[m].pixel_auroc = pixel_auroc(maps, masks[keep])
-            figs[m].aupro = aupro(maps, masks[keep])
+            maps = [runs[i].display(m) for i in keep]
+            figs[m].pixel_auroc = pixel_auroc(maps, [masks[i] for i in keep])
+            figs[m].aupro = aupro(maps, [masks[i] for i in keep])
             figs[m].localisation_on = "pasted defects" if masked[0].pasted else "masks"
 
     def blob_localisation(self, masked: list[Sample]) -> float | None:
         if not masked:
             return None
-        masks = np.stack([s.mask for s in masked])
-        return pixel_auroc(np.stack([blob(self.size)] * len(masked)), masks)
+        return pixel_auroc([blob(s.image.shape[:2]) for s in masked], [s.mask for s in masked])
 
     def _faithfulness(
         self, figs: dict[str, MethodFigures], methods: Sequence[str], defective: list[Sample], base: list[Explanation]
     ) -> None:
         rng = np.random.default_rng(self.seed)
         shift_rng = np.random.default_rng(self.seed + 1)
-        s = self.size
         curves: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
         for sample, e in zip(defective, base, strict=True):
-            x = to_batch([sample.image], s)
-            noise = smooth(torch.from_numpy(rng.standard_normal((1, 1, s, s)).astype(np.float32)), s / 28)[0, 0]
-            dy, dx = (int(v) for v in shift_rng.integers(s // 4, 3 * s // 4, 2))
+            h, w = sample.image.shape[:2]
+            x = to_batch([sample.image], (h, w))
+            fill = to_batch([self.fill], (h, w))
+            noise = rng.standard_normal((1, 1, h, w)).astype(np.float32)
+            noise = smooth(torch.from_numpy(noise), (h * w) ** 0.5 / 28)[0, 0]
+            if h == w:  # square models draw as they always did, so their figures stay comparable
+                dy, dx = (int(v) for v in shift_rng.integers(h // 4, 3 * h // 4, 2))
+            else:
+                dy, dx = int(shift_rng.integers(h // 4, 3 * h // 4)), int(shift_rng.integers(w // 4, 3 * w // 4))
             best = int(np.argmax(list(e.defect_probabilities.values()))) if e.defect_probabilities else None
             for m in methods:
                 if m not in e.maps:
@@ -260,8 +268,8 @@ class Checks:
                 rankings = {"": e.maps[m], "_random": noise.numpy(), "_shifted": np.roll(e.maps[m], (dy, dx), (0, 1))}
                 for key, ranking in rankings.items():
                     c = curves[m]
-                    c.setdefault("deletion" + key, []).append(curve_area(deletion_curve(out, x, ranking, self.fill)))
-                    c.setdefault("insertion" + key, []).append(curve_area(insertion_curve(out, x, ranking, self.fill)))
+                    c.setdefault("deletion" + key, []).append(curve_area(deletion_curve(out, x, ranking, fill)))
+                    c.setdefault("insertion" + key, []).append(curve_area(insertion_curve(out, x, ranking, fill)))
         for m, c in curves.items():
             for key, values in c.items():
                 setattr(figs[m], key, _mean(values))

@@ -148,11 +148,11 @@ def build_report(
     t0 = time.perf_counter()
     inspector = Inspector.load(model_dir, device)
     manifest = load_manifest(manifest_path)
-    size = inspector.model.config.input_size
+    h, w = inspector.model.config.input_hw
     train = manifest.split("train")
     if not train:
         raise ReportError(f"{manifest_path}: no training images, so no good image to use as the fill")
-    fill = cv2.resize(load_items(train[:1], root)[0], (size, size), interpolation=cv2.INTER_AREA)
+    fill = cv2.resize(load_items(train[:1], root)[0], (w, h), interpolation=cv2.INTER_AREA)
     head, head_paths, head_note = _head_and_items(inspector, manifest, root, seed)
     say(head_note)
     wanted = list(methods or explainers.names())
@@ -162,7 +162,7 @@ def build_report(
     random_backbone = Explainer(twin, head, reference=[fill])
     shuffled = _shuffled_head(inspector, head, manifest, root, head_paths, seed) if head is not None else None
     shuffled_explainer = Explainer(inspector, shuffled, reference=[fill]) if shuffled is not None else None
-    defective, masked = load_samples(manifest, root, size, limit, seed)
+    defective, masked = load_samples(manifest, root, inspector.model.config, limit, seed)
     if not defective:
         raise ReportError(f"{manifest_path}: no defective test images to explain")
     where = "pasted" if masked and masked[0].pasted else "masked"
@@ -183,7 +183,9 @@ def build_report(
         "model_memory_bank_sha256": inspector.info.weights_sha256,
         "manifest": manifest.name,
         "manifest_sha256": manifest.content_hash(),
-        "input_size": size,
+        "input_size": h,
+        "input_hw": [h, w],
+        "keep_aspect": inspector.model.config.keep_aspect,
         "sample": {
             "defective": [s.source for s in defective],
             "localisation": [s.source for s in masked],

@@ -133,7 +133,9 @@ class VideoSource(_CaptureSource):
         # frame count: say so, rather than report a short run as complete.
         if self.n_frames > 0 and i < self.n_frames:
             return Frame(
-                i, f"{self.stem}#end", None,
+                i,
+                f"{self.stem}#end",
+                None,
                 f"video truncated: {i} frames read of the {self.n_frames} its header announces",
             )
         return None

@@ -11,6 +11,7 @@ oneDNN's fast path); 3.1 -> 2.2 ms at 112 px in a micro-benchmark.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,7 @@ class StaticSameConv(nn.Module):
         self.input_hw = input_hw
         if any(d != 1 for d in conv.dilation):
             raise ValueError("static same padding supports undilated convolutions only")
-        weight, self.padding = _static_form(conv, input_hw)
+        weight, self.padding = static_form(conv, input_hw)
         self.register_buffer("static_weight", weight)
         # Other sizes: (kernel, padding), made from the current weights on the input's device.
         self._other: dict[tuple[int, int], tuple[torch.Tensor, tuple[int, int]]] = {}
@@ -86,15 +87,15 @@ class StaticSameConv(nn.Module):
         else:
             got = self._other.get(hw)
             if got is None or got[0].device != x.device or got[0].dtype != x.dtype:
-                got = _static_form(c, hw)
+                got = static_form(c, hw)
                 if len(self._other) < MAX_STATIC_SIZES or hw in self._other:
                     self._other[hw] = got
             weight, padding = got
         return F.conv2d(x, weight, c.bias, c.stride, padding, c.dilation, c.groups)
 
 
-def _static_form(conv: nn.Conv2d, input_hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The kernel (zeros prepended where the pad is uneven) and symmetric padding for one size."""
+def static_form(conv: nn.Conv2d, input_hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The kernel (zeros prepended where the pad is uneven) and symmetric padding for one input size."""
     dims = zip(input_hw, conv.kernel_size, conv.stride, strict=True)
     pads = [_same_pad(n, k, s) for n, k, s in dims]
     extra = [hi - lo for lo, hi in pads]  # zeros prepended to the kernel along each axis
@@ -106,6 +107,27 @@ def _same_pad(n: int, k: int, s: int) -> tuple[int, int]:
     """TensorFlow's "same" padding (before, after) for input length n, kernel k, stride s."""
     total = max((math.ceil(n / s) - 1) * s + k - n, 0)
     return total // 2, total - total // 2
+
+
+def static_conv_inputs(stages: Sequence[nn.Module], example: torch.Tensor) -> dict[nn.Module, tuple[int, int]]:
+    """The input (height, width) each ``StaticSameConv`` in ``stages`` sees for ``example``."""
+    seen: dict[nn.Module, tuple[int, int]] = {}
+
+    def record(mod: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        seen.setdefault(mod, (int(args[0].shape[-2]), int(args[0].shape[-1])))
+
+    hooks = [
+        m.register_forward_pre_hook(record) for st in stages for m in st.modules() if isinstance(m, StaticSameConv)
+    ]
+    try:
+        with torch.no_grad():
+            x = example
+            for stage in stages:
+                x = stage(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
 
 
 def freeze_same_padding(stages: list[nn.Module], example: torch.Tensor) -> int:

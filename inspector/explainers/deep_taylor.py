@@ -10,9 +10,10 @@ from models.explain.deep_taylor import DeepTaylorNet, deep_taylor_map
 
 def _run(ctx: MethodContext, target: Target) -> torch.Tensor:
     head = ctx.head if target == "defect" else None
-    key = f"deep-taylor-net-{target}-{id(ctx.model)}-{id(head)}"
+    hw = (int(ctx.x.shape[-2]), int(ctx.x.shape[-1]))  # a frame at its own aspect pads otherwise
+    key = f"deep-taylor-net-{target}-{id(ctx.model)}-{id(head)}-{hw}"
     if key not in ctx.cache:  # the LRP-ready copy of the stages, made once per context
-        ctx.cache[key] = DeepTaylorNet(ctx.model, head)
+        ctx.cache[key] = DeepTaylorNet(ctx.model, head, hw)
     return deep_taylor_map(
         ctx.model, ctx.x, head=head, class_index=ctx.class_target(target), sigma=ctx.side / 56, net=ctx.cache[key]
     )[0]

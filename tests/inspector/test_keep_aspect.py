@@ -266,3 +266,27 @@ def test_the_engineer_view_says_frames_keep_their_aspect(product) -> None:
 
     _, _, out, _ = product
     assert "each frame at its own aspect" in settings_report(out)
+
+
+def test_explanation_checks_judge_frames_at_the_size_the_model_sees_them(product, tmp_path: Path) -> None:
+    """The explain report measured every model on squares of its input size: a 280x112 model's
+    frames were squashed to 280x280. Now each sample is at the model's own input for it."""
+    import shutil
+
+    from inspector.explain_checks import load_samples
+    from inspector.explain_report import build_report
+    from inspector.pipeline import Inspector
+
+    root, manifest, out, _ = product
+    cfg = Inspector.load(out, "cpu").model.config
+    defective, masked = load_samples(manifest, root, cfg, 4, 0)
+    shapes = {s.image.shape[:2] for s in defective}
+    assert len(shapes) > 1 and any(h > w for h, w in shapes) and any(w > h for h, w in shapes)
+    assert all(s.mask is not None and s.mask.shape == s.image.shape[:2] for s in masked)
+    mpath = tmp_path / "m.json"
+    mpath.write_text(json.dumps(manifest.to_json()))
+    model = Path(shutil.copytree(out, tmp_path / "model"))
+    res = build_report(model, mpath, root, tmp_path / "r", limit=2, samples=4, methods=["anomaly", "gradcam"])
+    doc = json.loads((tmp_path / "r" / "explain_report.json").read_text())
+    assert doc["keep_aspect"] is True and res is not None
+    assert all(m["pixel_auroc"] is not None and m["deletion"] is not None for m in doc["methods"])

@@ -83,6 +83,18 @@ def test_deep_taylor_net_rebuilds_the_score_and_its_map_points_at_the_defect(fit
     torch.testing.assert_close(net(x), fitted.score(x), rtol=1e-4, atol=1e-4)
 
 
+def test_deep_taylor_net_pads_a_frame_of_another_size_as_the_model_does(fitted: PatchCore) -> None:
+    """A frame kept at its own aspect meets the convolutions at another size, with another pad."""
+    x = torch.nn.functional.interpolate(with_square(20, 8), size=(SIZE + 9, SIZE // 2 + 3), mode="bilinear")
+    assert (x.shape[-2], x.shape[-1]) != fitted.config.input_hw
+    nominal = DeepTaylorNet(fitted)
+    own = DeepTaylorNet(fitted, input_hw=(int(x.shape[-2]), int(x.shape[-1])))
+    torch.testing.assert_close(own(x), fitted.score(x), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(nominal(x), fitted.score(x), rtol=1e-4, atol=1e-4)  # the pad the fix is for
+    m = deep_taylor_map(fitted, x, net=own)
+    assert m.shape == (1, x.shape[-2], x.shape[-1]) and torch.isfinite(m).all()
+
+
 @pytest.fixture(scope="module")
 def head(fitted: PatchCore):
     imgs = torch.cat([with_square(8, 8), with_square(40, 40), good_images(4, 7)])
