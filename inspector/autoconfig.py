@@ -321,7 +321,7 @@ def select_config(
     """Chooses settings for ``images`` (good training images, RGB uint8); returns the config and why.
 
     ``pinned`` holds the settings the engineer fixed (keys of PatchCoreConfig: backbone, layers,
-    input_size, input_width, feature_stride, coreset_ratio): only candidates that agree are tried.
+    input_size, input_width, feature_stride, coreset_ratio, keep_aspect): only candidates that agree are tried.
     Costs are measured with a memory bank of the size the final model will have, fitted on
     ``n_final`` images (default: all of ``images``). With ``require_evidence`` (the default) the
     settings used without a search stay unless a candidate beats them beyond chance (``pick``).

@@ -110,7 +110,14 @@ class PatchCoreConfig:
         h, w = frame_hw
         area = self.input_size * (self.input_width or self.input_size)
         k = (area / max(1, h * w)) ** 0.5
-        return max(32, round(h * k / 8) * 8), max(32, round(w * k / 8) * 8)
+        ih, iw = round(h * k / 8) * 8, round(w * k / 8) * 8
+        # A sliver of a frame keeps 32 px across and the area, not its aspect: a 100000x1 strip
+        # would otherwise ask for a 35,000 px tall input (the domain check flags it anyway).
+        if ih < 32:
+            ih, iw = 32, max(32, round(area / 32 / 8) * 8)
+        elif iw < 32:
+            ih, iw = max(32, round(area / 32 / 8) * 8), 32
+        return ih, iw
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)

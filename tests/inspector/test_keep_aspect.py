@@ -42,6 +42,9 @@ def test_a_frame_keeps_its_aspect_at_the_input_s_area() -> None:
         assert abs(ih * iw / 112**2 - 1) < 0.12  # about the square's pixels
         assert abs(np.log((ih / iw) / (h / w))) < 0.1  # and the frame's own aspect
     assert PatchCoreConfig(input_size=112).frame_input_hw((632, 226)) == (112, 112)  # squashed, as before
+    for sliver in [(100000, 1), (1, 100000), (5000, 3)]:  # never more pixels than the input's
+        ih, iw = cfg.frame_input_hw(sliver)
+        assert min(ih, iw) == 32 and ih * iw <= 112**2 * 1.05
     assert PatchCoreConfig(input_size=112, input_width=48).frame_input_hw((10, 10)) == (112, 48)
 
 
