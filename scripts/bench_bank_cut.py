@@ -92,16 +92,21 @@ def choose_part(name: str, manifest: Manifest, root: Path, n_eval: int) -> dict[
     return out
 
 
+def evaluated(manifest: Manifest, root: Path, out_dir: Path) -> tuple[Inspector, dict[str, Any], dict, dict]:
+    """A model ``train`` just wrote, ``inspector eval``'s report on it, and its search's record and choice."""
+    insp = Inspector.load(out_dir, "cpu")
+    rep = evaluate(insp, manifest, root, gradcam=False).report
+    search = json.loads((out_dir / "model.json").read_text())["metadata"]["settings_search"]
+    chosen = next(c for c in search["candidates"] if c["candidate"]["name"] == search["chosen"])
+    return insp, rep, search, chosen
+
+
 def check_run(manifest: Manifest, root: Path, out_dir: Path, cut: bool) -> dict[str, Any]:
     """``inspector train`` (search, default budget) then ``inspector eval``."""
     tic = time.perf_counter()
     train(manifest, root, out_dir, device="cpu", search=SearchOptions(cut_bank=cut))
     seconds = time.perf_counter() - tic
-    insp = Inspector.load(out_dir, "cpu")
-    rep = evaluate(insp, manifest, root, gradcam=False).report
-    doc = json.loads((out_dir / "model.json").read_text())
-    search = doc["metadata"]["settings_search"]
-    chosen = next(c for c in search["candidates"] if c["candidate"]["name"] == search["chosen"])
+    insp, rep, search, chosen = evaluated(manifest, root, out_dir)
     cfg = insp.model.config
     return {
         "chosen": search["chosen"],

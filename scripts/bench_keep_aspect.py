@@ -49,13 +49,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from bench_bank_cut import evaluated  # noqa: E402
 from bench_variable_aspect import anomalib_entry, choice_set, make_proxy  # noqa: E402
 
 from inspector import metrics  # noqa: E402
 from inspector.autoconfig import SearchOptions, default_input, default_input_hw  # noqa: E402
-from inspector.evaluation import evaluate, frame_masks, pixel_figures  # noqa: E402
+from inspector.evaluation import frame_masks, pixel_figures  # noqa: E402
 from inspector.manifest import Manifest, build_manifest  # noqa: E402
-from inspector.pipeline import Inspector  # noqa: E402
 from inspector.preprocess import model_batches, model_input_hw, to_batch  # noqa: E402
 from inspector.training import load_items, train  # noqa: E402
 from models.patchcore import PatchCore, PatchCoreConfig  # noqa: E402
@@ -138,11 +138,7 @@ def train_run(manifest: Manifest, root: Path, out_dir: Path, keep: bool | None) 
     cfg = PatchCoreConfig(input_size=h or 112, input_width=w, keep_aspect=rule_keep if keep is None else keep)
     train(manifest, root, out_dir, config=cfg, device="cpu", search=SearchOptions(pinned=pinned))
     seconds = time.perf_counter() - tic
-    insp = Inspector.load(out_dir, "cpu")
-    rep = evaluate(insp, manifest, root, gradcam=False).report
-    doc = json.loads((out_dir / "model.json").read_text())
-    search = doc["metadata"]["settings_search"]
-    chosen = next(c for c in search["candidates"] if c["candidate"]["name"] == search["chosen"])
+    insp, rep, search, chosen = evaluated(manifest, root, out_dir)
     return {
         "chosen": search["chosen"],
         "keep_aspect": insp.model.config.keep_aspect,
