@@ -110,7 +110,10 @@ def recalibrate(
     """
     old = meta.get("thresholds") or {}
     if meta.get("calibration") != "leave-one-out" or not (src / STATE_FILE).is_file():
-        why = "the version updated from keeps no leave-one-out patches (calibrated otherwise, or a chunked fit)"
+        why = (
+            "the version updated from keeps no leave-one-out patches"
+            " (calibrated otherwise, or trained before they were kept)"
+        )
         return Recalibration(
             {"thresholds": old, "thresholds_from": f"the version updated from, not recalibrated: {why}"}, None
         )
@@ -260,9 +263,6 @@ def update_model(
             stats,
             restandardize_at=restandardize_at,
             progress=progress,
-            # Frames at their own aspect have no one patch grid to keep top patches on; such a
-            # model keeps no leave-one-out state either, so its update keeps its thresholds.
-            **({"keep_patches": 0} if model.config.keep_aspect else {}),
         )
     cal = recalibrate(model, src, meta, added, removed)
     seconds = time.perf_counter() - tic

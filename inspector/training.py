@@ -38,7 +38,7 @@ from inspector.preprocess import model_batches, resolve_device, to_batch
 from models.backbones import BackboneError
 from models.patchcore import PatchCore, PatchCoreConfig, save_patchcore
 from models.patchcore.leave_one_out import leave_one_out_scores
-from models.patchcore.loo_state import STATE_FILE, CalibrationState, state_from_fit
+from models.patchcore.loo_state import STATE_FILE, CalibrationState, state_from_batches, state_from_fit
 
 if TYPE_CHECKING:
     from inspector.autoconfig import SearchOptions, Selection
@@ -244,8 +244,12 @@ def train(
         if fitted is not None:
             loo_scores, loo_maps, cal_state = fitted
         else:  # the same images in the same order as fit, so image n is bank_source n
-            batches_again = item_batches(fit_items, root, config, batch_size)
-            loo_scores, loo_maps = leave_one_out_scores(model, batches_again)
+            again = state_from_batches(model, item_batches(fit_items, root, config, batch_size))
+            if again is not None:
+                loo_scores, loo_maps, cal_state = again
+            else:  # a fine image score: leave_one_out_scores reads the fine bank too
+                batches_again = item_batches(fit_items, root, config, batch_size)
+                loo_scores, loo_maps = leave_one_out_scores(model, batches_again)
         scores, maps = loo_scores.numpy().astype(np.float64), loo_maps.numpy()
         thresholds = calibrate_good_only(scores, maps, target_frr, rule=threshold_rule)
         n_cal = len(fit_items)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from models.components.coreset import _greedy_steps, _one_thread, random_projection
 from models.components.nearest import _BOUND as BF16_ERROR
@@ -250,10 +251,12 @@ def add_images(
     raws, sources = [], []
     old_source = _old_source(model)
     next_image = int(old_source.max()) + 1 if old_source is not None and old_source.numel() else 0
-    first_id, grid = next_image, (0, 0)
+    first_id = next_image
+    runs: list[tuple[int, tuple[int, int]]] = []  # (images, patch grid) of each batch
     for i, b in enumerate(batches):
         emb = model.embed(b.to(model.mean.device))
-        grid = (emb.shape[2], emb.shape[3])
+        grid = (emb.shape[2], emb.shape[3])  # frames kept at their own aspect: one per batch size
+        runs.append((b.shape[0], grid))
         raws.append(_raw_rows(model, emb).cpu())
         sources.append(torch.arange(next_image, next_image + b.shape[0]).repeat_interleave(grid[0] * grid[1]))
         next_image += b.shape[0]
@@ -290,7 +293,7 @@ def add_images(
     t3 = time.process_time()
     if keep_patches > 0:
         report.new_images = _new_image_patches(
-            bank, raw_new, std_new, (d_lo, d_hi), idx, src_new, first_id, grid, keep_patches
+            bank, raw_new, std_new, (d_lo, d_hi), idx, src_new, first_id, runs, keep_patches
         )
     report.rows_added = int(idx.numel())
     report.bank_rows_after = merged.shape[0]
@@ -334,6 +337,26 @@ class NewImagePatches:
     rows: torch.Tensor
     bound: torch.Tensor
     patch_scores: torch.Tensor  # (B, h, w) leave-one-out patch distances against the new bank
+
+    @classmethod
+    def concat(cls, parts: list[NewImagePatches]) -> NewImagePatches:
+        """Runs of images of different patch grids (frames kept at their own aspect) in one: their
+        patch maps, which only set the map's colour range, resized to the first run's grid."""
+        if len(parts) == 1:
+            return parts[0]
+        grid = tuple(parts[0].patch_scores.shape[-2:])
+        maps = [
+            p.patch_scores
+            if tuple(p.patch_scores.shape[-2:]) == grid
+            else F.interpolate(p.patch_scores[:, None], size=grid, mode="bilinear", align_corners=False)[:, 0]
+            for p in parts
+        ]
+        return cls(
+            torch.cat([p.ids for p in parts]),
+            torch.cat([p.rows for p in parts]),
+            torch.cat([p.bound for p in parts]),
+            torch.cat(maps),
+        )
 
 
 def old_bank_distances(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -397,7 +420,7 @@ def _new_image_patches(
     idx: torch.Tensor,
     src_new: torch.Tensor,
     first_id: int,
-    grid: tuple[int, int],
+    runs: list[tuple[int, tuple[int, int]]],
     m: int,
 ) -> NewImagePatches:
     """Each new patch's distance to the new bank without its own image's rows (the old bank, or
@@ -405,7 +428,8 @@ def _new_image_patches(
 
     Only patches whose upper bound reaches the (m+1)-th largest lower bound of their image can
     be among its m + 1 farthest; those are searched exactly, so the kept rows and the bound are
-    exact whether the first search was bf16 or not.
+    exact whether the first search was bf16 or not. ``runs``: (images, patch grid) of each
+    batch, in order (frames kept at their own aspect bring several grids).
     """
     lo, hi = old_bounds[0].clone(), old_bounds[1].clone()
     if idx.numel():
@@ -418,9 +442,29 @@ def _new_image_patches(
             dn = block.amin(1) + (q * q).sum(1)
             lo[start : start + 1024] = torch.minimum(lo[start : start + 1024], dn)
             hi[start : start + 1024] = torch.minimum(hi[start : start + 1024], dn)
+    parts, row, image = [], 0, first_id
+    for n_img, grid in runs:
+        end = row + n_img * grid[0] * grid[1]
+        part = slice(row, end)
+        parts.append(_run_top_patches(bank, raw_new[part], std_new[part], lo[part], hi[part], image, n_img, grid, m))
+        row, image = end, image + n_img
+    return NewImagePatches.concat(parts)
+
+
+def _run_top_patches(
+    bank: torch.Tensor,
+    raw_new: torch.Tensor,
+    std_new: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    first_id: int,
+    n_img: int,
+    grid: tuple[int, int],
+    m: int,
+) -> NewImagePatches:
+    """``_new_image_patches`` for a run of images of one patch grid, from their bounds."""
     per = grid[0] * grid[1]
-    n_img = raw_new.shape[0] // per
-    lo, hi = lo.view(n_img, per), hi.view(n_img, per)
+    lo, hi = lo.reshape(n_img, per).clone(), hi.reshape(n_img, per).clone()
     d = (lo + hi) / 2
     patch_view = hi
     if not torch.equal(lo, hi):

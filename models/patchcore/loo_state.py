@@ -15,9 +15,11 @@ channel scale the bound was measured in (a later re-standardisation scales it co
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from models.patchcore.anomaly_map import anomaly_map
@@ -153,4 +155,51 @@ def state_from_fit(
     s_all = torch.cat(scores)
     scale = model.channel_scale.cpu().clone()
     state = CalibrationState(torch.arange(n), s_all, torch.cat(kept), torch.cat(bounds), scale)
+    return s_all, torch.cat(maps), state
+
+
+@torch.no_grad()
+def state_from_batches(
+    model: PatchCore, batches: Iterable[torch.Tensor], max_maps: int = 256, m: int = TOP_PATCHES
+) -> tuple[torch.Tensor, torch.Tensor, CalibrationState] | None:
+    """``state_from_fit`` for a fit that kept no features: its images again, in ``fit`` order
+    (image n is ``bank_source`` n), in batches of any input size. None with ``fine_score``.
+
+    Why: frames kept at their own aspect (several patch grids) and chunked fits (more patches
+    than one coreset search) kept no calibration state, so ``train --update`` could not
+    recalibrate them. The scores are ``leave_one_out_scores``'s (the same ``score_excluding``
+    of the same embeddings); maps are resized to the nominal input, as they only set the colour
+    range.
+    """
+    if model.config.fine_score:
+        return None  # its score also reads the fine bank: see state_from_fit
+    device, size = model.mean.device, model.config.input_hw
+    scores, maps, kept, bounds = [], [], [], []
+    next_id = 0
+    for batch in batches:
+        batch = batch.to(device)
+        hw = (int(batch.shape[-2]), int(batch.shape[-1]))
+        feats = model.extractor(model.normalize(batch).contiguous(memory_format=torch.channels_last))
+        emb = model.embed_features(feats, hw)
+        ids = torch.arange(next_id, next_id + emb.shape[0], device=device)
+        s, patch = score_excluding(model, emb, ids)
+        scores.append(s.double().cpu())
+        rows = emb.permute(0, 2, 3, 1).reshape(emb.shape[0], -1, emb.shape[1]).float()
+        if model.config.standardize and model.channel_mean.numel():
+            rows = rows / model.channel_scale + model.channel_mean  # raw, as the fit keeps them
+        r, b = top_patches(rows.cpu(), patch.flatten(1).float().cpu(), m)
+        kept.append(r)
+        bounds.append(b)
+        if next_id < max_maps:
+            amap = anomaly_map(patch[: max_maps - next_id], hw, model.config.sigma)
+            if tuple(amap.shape[-2:]) != size:
+                amap = F.interpolate(amap.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
+            maps.append(amap.cpu())
+        next_id += emb.shape[0]
+    if not scores:
+        raise ValueError("no training images to calibrate on")
+    s_all = torch.cat(scores)
+    state = CalibrationState(
+        torch.arange(next_id), s_all, torch.cat(kept), torch.cat(bounds), model.channel_scale.cpu().clone()
+    )
     return s_all, torch.cat(maps), state

@@ -168,11 +168,13 @@ def test_onnx_export_refuses_a_model_without_one_input_size(product, tmp_path: P
         export_model_dir(out, tmp_path / "m.onnx")
 
 
-def test_an_update_adds_frames_at_their_aspect_and_keeps_the_thresholds(product, tmp_path: Path) -> None:
+def test_an_update_adds_frames_at_their_aspect_and_recalibrates(product, tmp_path: Path) -> None:
     from inspector.model_update import update_model
     from models.patchcore import load_patchcore
+    from models.patchcore.loo_state import STATE_FILE
 
     root, manifest, out, _ = product
+    assert (out / STATE_FILE).is_file()  # kept from the second leave-one-out pass
     extra = tmp_path / "extra"
     extra.mkdir()
     for i, size in enumerate([(320, 120), (120, 320)]):
@@ -181,8 +183,11 @@ def test_an_update_adds_frames_at_their_aspect_and_keeps_the_thresholds(product,
     model, meta = load_patchcore(tmp_path / "v2", torch.device("cpu"))
     _, old_meta = load_patchcore(out, torch.device("cpu"))
     assert model.config.keep_aspect and meta["n_train_images"] == len(manifest.split("train")) + 2
-    assert meta["thresholds"] == old_meta["thresholds"] and "not recalibrated" in meta["thresholds_from"]
+    assert meta["thresholds_from"].startswith("recalibrated")
+    assert meta["thresholds"]["frr"]["n_good"] == len(manifest.split("train")) + 2
     assert up.added is not None and up.added.rows_added > 0  # the new frames reached the bank
+    assert up.added.new_images is not None and len(up.added.new_images.ids) == 2
+    assert (tmp_path / "v2" / STATE_FILE).is_file()
 
 
 def _good_manifest(folder: Path) -> Manifest:

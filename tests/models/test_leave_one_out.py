@@ -109,3 +109,26 @@ def test_bank_source_survives_save_and_load_and_old_files_still_load(fitted: Pat
     assert reloaded.bank_source.numel() == 0
     with pytest.raises(RuntimeError, match="which image"):
         score_excluding(reloaded, reloaded.embed(torch.rand(1, 3, 64, 64)), torch.tensor([0]))
+
+
+def test_state_from_the_images_again_matches_the_fit_s_kept_features(good: torch.Tensor) -> None:
+    """A fit that keeps no features (own-aspect frames, a chunked fit) builds the same calibration
+    state from its images again: scores, bounds and kept patches that re-score to themselves."""
+    from models.patchcore.loo_state import rescore, state_from_batches, state_from_fit
+
+    model = PatchCore(_config())
+    model.fit([good[:3], good[3:]])
+    again = state_from_batches(model, [good[:5], good[5:]])  # another batching, the same order
+    kept = state_from_fit(model)
+    assert again is not None and kept is not None
+    scores, maps, state = again
+    torch.testing.assert_close(scores, kept[0], rtol=5e-3, atol=1e-4)  # fp16 rows in the fit's
+    torch.testing.assert_close(state.bound, kept[2].bound, rtol=5e-3, atol=1e-4)
+    assert torch.equal(state.ids, torch.arange(8)) and state.rows.shape == kept[2].rows.shape
+    assert maps.shape == (8, 64, 64)
+    re, certified = rescore(model, state)
+    assert bool(certified.all())
+    torch.testing.assert_close(re, scores, rtol=5e-3, atol=1e-4)
+    chunked = PatchCore(_config(coreset_chunk_rows=100))
+    chunked.fit([good[i : i + 1] for i in range(8)])
+    assert chunked.fit_rows is None and state_from_batches(chunked, [good]) is not None
