@@ -22,6 +22,7 @@ import torch
 
 from inspector.calibration import DEFAULT_RULE, DEFAULT_TARGET_FRR, calibrate_good_only
 from inspector.errors import ConfigError, ManifestError, ModelError
+from inspector.frr import FrrStatement
 from inspector.manifest import Manifest, ManifestItem
 from inspector.preprocess import resolve_device
 from inspector.training import Progress, check_items, item_batches
@@ -83,6 +84,23 @@ def budget_check(model: PatchCore, meta: dict[str, Any]) -> tuple[float | None, 
         f" over the {budget:g} ms budget its settings were chosen under; train a new version without --update"
         " (the settings search cuts the bank to fit) or raise the station's budget"
     ]
+
+
+def threshold_line(meta: dict[str, Any]) -> str:
+    """What an update did to the decision threshold, in one line for the CLI: the new level and
+    its false-reject statement, or that the old one was kept and why."""
+    t = meta.get("thresholds") or {}
+    source = str(meta.get("thresholds_from") or "")
+    decision = t.get("decision")
+    if not isinstance(decision, int | float):
+        return f"thresholds: {source or 'none recorded'}"
+    if not source.startswith("recalibrated"):
+        return f"threshold {decision:.4f} kept: {source}"
+    before = (meta.get("recalibration") or {}).get("previous_decision")
+    was = f" (was {before:.4f})" if isinstance(before, int | float) else ""
+    frr = t.get("frr")
+    said = f"; {FrrStatement(**frr).describe()}" if isinstance(frr, dict) else ""
+    return f"threshold {decision:.4f}{was}, recalibrated on every image behind the bank{said}"
 
 
 def _report_json(report: UpdateReport | None) -> dict[str, Any] | None:

@@ -291,10 +291,13 @@ def run_update(
         f"updated {update_from} -> {out} in {result.seconds:.1f} s: {'; '.join(parts)}; bank {result.bank_rows} rows"
         + cost
     )
-    for w in result.warnings:
-        click.echo(f"warning: {w}", err=True)
+    from inspector.model_update import threshold_line
     from models.patchcore.serialization import read_model_json
 
-    if read_model_json(out).get("config", {}).get("map_layers"):
+    doc = read_model_json(out)
+    click.echo(threshold_line(doc.get("metadata") or {}))
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if doc.get("config", {}).get("map_layers"):
         # The update changes the score bank only (models/patchcore/fine_map.py).
         click.echo("the anomaly map's fine bank is kept from the last full fit; train without --update to refresh it")

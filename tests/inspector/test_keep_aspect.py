@@ -188,6 +188,11 @@ def test_an_update_adds_frames_at_their_aspect_and_recalibrates(product, tmp_pat
     assert up.added is not None and up.added.rows_added > 0  # the new frames reached the bank
     assert up.added.new_images is not None and len(up.added.new_images.ids) == 2
     assert (tmp_path / "v2" / STATE_FILE).is_file()
+    from inspector.model_update import threshold_line
+
+    line = threshold_line(meta)  # what train --update prints
+    assert line.startswith(f"threshold {meta['thresholds']['decision']:.4f} (was ") and "from 14 good images" in line
+    assert "kept: the version updated from" in threshold_line({**old_meta, "thresholds_from": "the version updated from, x"})
 
 
 def _good_manifest(folder: Path) -> Manifest:
