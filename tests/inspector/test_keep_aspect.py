@@ -192,7 +192,8 @@ def test_an_update_adds_frames_at_their_aspect_and_recalibrates(product, tmp_pat
 
     line = threshold_line(meta)  # what train --update prints
     assert line.startswith(f"threshold {meta['thresholds']['decision']:.4f} (was ") and "from 14 good images" in line
-    assert "kept: the version updated from" in threshold_line({**old_meta, "thresholds_from": "the version updated from, x"})
+    kept = {**old_meta, "thresholds_from": "the version updated from, x"}
+    assert "kept: the version updated from" in threshold_line(kept)
 
 
 def _good_manifest(folder: Path) -> Manifest:
