@@ -107,13 +107,16 @@ def format_table(doc: dict[str, Any]) -> str:
             return "default"
         return "-" if s.get("gain_low") is None else signed(s["gain_low"])
 
+    # As wide as the longest name: an own-aspect candidate's is 10 characters longer, and a wider
+    # column pushed the cost off the engineer view's window.
+    w = max(len("candidate"), *(len(s["candidate"]["name"]) for s in doc["candidates"])) + 1
     lines = [
-        f"{'candidate':<62} {'img AUROC':>9} {'px AUROC':>9} {'AUPRO':>7} {'score':>7} {'gain>=':>8} {'ms/frame':>9}"
+        f"{'candidate':<{w}} {'img AUROC':>9} {'px AUROC':>9} {'AUPRO':>7} {'score':>7} {'gain>=':>8} {'ms/frame':>9}"
     ]
     for s in doc["candidates"]:
         mark = "*" if s["candidate"]["name"] == doc["chosen"] else (" " if s["within_budget"] else "!")
         lines.append(
-            f"{mark}{s['candidate']['name']:<61} {f(s['image_auroc']):>9} {f(s['pixel_auroc']):>9} "
+            f"{mark}{s['candidate']['name']:<{w - 1}} {f(s['image_auroc']):>9} {f(s['pixel_auroc']):>9} "
             f"{f(s['aupro']):>7} {f(s['criterion']):>7} {gain(s):>8} {s['ms_per_frame']:>9.1f}"
             + ("c" if s.get("coarse_map") else "")
             + ("r" if s.get("cut_coreset_ratio") is not None else "")
