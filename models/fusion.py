@@ -11,7 +11,7 @@ oneDNN's fast path); 3.1 -> 2.2 ms at 112 px in a micro-benchmark.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -109,16 +109,16 @@ def _same_pad(n: int, k: int, s: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def static_conv_inputs(stages: Sequence[nn.Module], example: torch.Tensor) -> dict[nn.Module, tuple[int, int]]:
-    """The input (height, width) each ``StaticSameConv`` in ``stages`` sees for ``example``."""
+def input_sizes(
+    stages: Sequence[nn.Module], example: torch.Tensor, which: Callable[[nn.Module], bool]
+) -> dict[nn.Module, tuple[int, int]]:
+    """The input (height, width) each module of ``stages`` that ``which`` picks sees for ``example``."""
     seen: dict[nn.Module, tuple[int, int]] = {}
 
     def record(mod: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         seen.setdefault(mod, (int(args[0].shape[-2]), int(args[0].shape[-1])))
 
-    hooks = [
-        m.register_forward_pre_hook(record) for st in stages for m in st.modules() if isinstance(m, StaticSameConv)
-    ]
+    hooks = [m.register_forward_pre_hook(record) for st in stages for m in st.modules() if which(m)]
     try:
         with torch.no_grad():
             x = example
@@ -130,25 +130,14 @@ def static_conv_inputs(stages: Sequence[nn.Module], example: torch.Tensor) -> di
     return seen
 
 
+def static_conv_inputs(stages: Sequence[nn.Module], example: torch.Tensor) -> dict[nn.Module, tuple[int, int]]:
+    """The input (height, width) each ``StaticSameConv`` in ``stages`` sees for ``example``."""
+    return input_sizes(stages, example, lambda m: isinstance(m, StaticSameConv))
+
+
 def freeze_same_padding(stages: list[nn.Module], example: torch.Tensor) -> int:
     """Replaces timm's dynamic "same" convolutions by ``StaticSameConv`` for ``example``'s size."""
-    targets: dict[nn.Module, tuple[int, int]] = {}
-
-    def record(mod: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        targets.setdefault(mod, (int(args[0].shape[-2]), int(args[0].shape[-1])))
-
-    hooks = [
-        m.register_forward_pre_hook(record)
-        for stage in stages
-        for m in stage.modules()
-        if type(m).__name__ == "Conv2dSame"
-    ]
-    with torch.no_grad():
-        x = example
-        for stage in stages:
-            x = stage(x)
-    for h in hooks:
-        h.remove()
+    targets = input_sizes(stages, example, lambda m: type(m).__name__ == "Conv2dSame")
     count = 0
     for stage in stages:
         for parent in list(stage.modules()):

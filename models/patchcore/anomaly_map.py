@@ -62,3 +62,11 @@ def anomaly_map(patch_scores: torch.Tensor, size: tuple[int, int], sigma: float 
     rows = _axis_operator(h, int(size[0]), float(sigma)).to(patch_scores.device, patch_scores.dtype)
     cols = _axis_operator(w, int(size[1]), float(sigma)).to(patch_scores.device, patch_scores.dtype)
     return torch.matmul(torch.matmul(rows, patch_scores), cols.T)
+
+
+def to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, h, w) maps resized to ``size`` where they differ: frames kept at their own aspect give
+    maps of several sizes, stacked for what reads only their values (the colour range)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]

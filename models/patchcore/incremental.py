@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from models.components.coreset import _greedy_steps, _one_thread, random_projection
 from models.components.nearest import _BOUND as BF16_ERROR
@@ -36,7 +35,8 @@ from models.components.nearest import (
     half_search_available,
     squared_norms,
 )
-from models.patchcore.loo_state import TOP_PATCHES, top_patches
+from models.patchcore.anomaly_map import to_size
+from models.patchcore.loo_state import TOP_PATCHES, raw_rows, top_patches
 from models.patchcore.model import PatchCore
 
 ProgressFn = Callable[[str, int, int], None]
@@ -257,7 +257,7 @@ def add_images(
         emb = model.embed(b.to(model.mean.device))
         grid = (emb.shape[2], emb.shape[3])  # frames kept at their own aspect: one per batch size
         runs.append((b.shape[0], grid))
-        raws.append(_raw_rows(model, emb).cpu())
+        raws.append(raw_rows(model, emb).cpu())
         sources.append(torch.arange(next_image, next_image + b.shape[0]).repeat_interleave(grid[0] * grid[1]))
         next_image += b.shape[0]
         if progress is not None:
@@ -306,14 +306,6 @@ def add_images(
     return report
 
 
-def _raw_rows(model: PatchCore, emb: torch.Tensor) -> torch.Tensor:
-    """Raw fp16-rounded patch rows of an embedding, as ``fit`` keeps them."""
-    rows = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).float()
-    if model.config.standardize and model.channel_mean.numel():
-        rows = rows / model.channel_scale + model.channel_mean
-    return rows.half().float()
-
-
 def _standardised(model: PatchCore, raw: torch.Tensor) -> torch.Tensor:
     if not (model.config.standardize and model.channel_mean.numel()):
         return raw
@@ -344,13 +336,8 @@ class NewImagePatches:
         patch maps, which only set the map's colour range, resized to the first run's grid."""
         if len(parts) == 1:
             return parts[0]
-        grid = tuple(parts[0].patch_scores.shape[-2:])
-        maps = [
-            p.patch_scores
-            if tuple(p.patch_scores.shape[-2:]) == grid
-            else F.interpolate(p.patch_scores[:, None], size=grid, mode="bilinear", align_corners=False)[:, 0]
-            for p in parts
-        ]
+        grid = (int(parts[0].patch_scores.shape[-2]), int(parts[0].patch_scores.shape[-1]))
+        maps = [to_size(p.patch_scores, grid) for p in parts]
         return cls(
             torch.cat([p.ids for p in parts]),
             torch.cat([p.rows for p in parts]),

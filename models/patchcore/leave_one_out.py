@@ -15,9 +15,8 @@ from collections.abc import Iterable
 from math import prod
 
 import torch
-import torch.nn.functional as F
 
-from models.patchcore.anomaly_map import anomaly_map
+from models.patchcore.anomaly_map import anomaly_map, to_size
 from models.patchcore.model import PatchCore, aggregate_patches
 
 _BLOCK_FLOATS = 1 << 24  # 64 MB of fp32 distances per block, whatever the bank's size
@@ -144,9 +143,7 @@ def leave_one_out_scores(
         scores.append(s.cpu())
         if next_id < max_maps:
             amap = anomaly_map(patch[: max_maps - next_id], (batch.shape[-2], batch.shape[-1]), model.config.sigma)
-            if amap.shape[-2:] != size:  # a frame kept at its own aspect: maps stack at the nominal size
-                amap = F.interpolate(amap.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
-            maps.append(amap.cpu())
+            maps.append(to_size(amap, size).cpu())  # a frame kept at its own aspect: stacked at the nominal size
         next_id += batch.shape[0]
     return torch.cat(scores), torch.cat(maps)
 

@@ -19,10 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from models.patchcore.anomaly_map import anomaly_map
+from models.patchcore.anomaly_map import anomaly_map, to_size
 from models.patchcore.leave_one_out import score_excluding
 from models.patchcore.model import PatchCore
 
@@ -90,6 +89,14 @@ def _standardise(model: PatchCore, raw: torch.Tensor) -> torch.Tensor:
     if model.config.standardize and model.channel_mean.numel():
         x = (x - model.channel_mean) * model.channel_scale
     return x
+
+
+def raw_rows(model: PatchCore, emb: torch.Tensor) -> torch.Tensor:
+    """Raw fp16-rounded patch rows (B*h*w, C) of an embedding, as ``fit`` keeps them."""
+    rows = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).float()
+    if model.config.standardize and model.channel_mean.numel():
+        rows = rows / model.channel_scale + model.channel_mean
+    return rows.half().float()
 
 
 def top_patches(raw: torch.Tensor, dist: torch.Tensor, m: int = TOP_PATCHES) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,22 +186,16 @@ def state_from_batches(
     for batch in batches:
         batch = batch.to(device)
         hw = (int(batch.shape[-2]), int(batch.shape[-1]))
-        feats = model.extractor(model.normalize(batch).contiguous(memory_format=torch.channels_last))
-        emb = model.embed_features(feats, hw)
+        emb = model.embed(batch)
         ids = torch.arange(next_id, next_id + emb.shape[0], device=device)
         s, patch = score_excluding(model, emb, ids)
         scores.append(s.double().cpu())
-        rows = emb.permute(0, 2, 3, 1).reshape(emb.shape[0], -1, emb.shape[1]).float()
-        if model.config.standardize and model.channel_mean.numel():
-            rows = rows / model.channel_scale + model.channel_mean  # raw, as the fit keeps them
+        rows = raw_rows(model, emb).view(emb.shape[0], -1, emb.shape[1])
         r, b = top_patches(rows.cpu(), patch.flatten(1).float().cpu(), m)
         kept.append(r)
         bounds.append(b)
         if next_id < max_maps:
-            amap = anomaly_map(patch[: max_maps - next_id], hw, model.config.sigma)
-            if tuple(amap.shape[-2:]) != size:
-                amap = F.interpolate(amap.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
-            maps.append(amap.cpu())
+            maps.append(to_size(anomaly_map(patch[: max_maps - next_id], hw, model.config.sigma), size).cpu())
         next_id += emb.shape[0]
     if not scores:
         raise ValueError("no training images to calibrate on")

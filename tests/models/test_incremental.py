@@ -107,9 +107,9 @@ def test_recalibration_from_kept_patches_equals_leave_one_out_on_whole_images(se
     if search == "bf16":  # the bf16 first search with its error bound, forced on this small bank
         monkeypatch.setattr(inc, "_HALF_MIN_PAIRS", 0)
         monkeypatch.setattr(inc, "half_search_available", lambda *a: True)
-    from models.patchcore.incremental import _raw_rows, _standardised
+    from models.patchcore.incremental import _standardised
     from models.patchcore.leave_one_out import score_excluding
-    from models.patchcore.loo_state import CalibrationState, rescore, state_from_fit
+    from models.patchcore.loo_state import CalibrationState, raw_rows, rescore, state_from_fit
 
     images = [_good(4, 0), _good(4, 1)]
     model = PatchCore(PatchCoreConfig(**CFG))
@@ -127,7 +127,7 @@ def test_recalibration_from_kept_patches_equals_leave_one_out_on_whole_images(se
     def loo(batch: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             emb = model.embed(batch)
-            rows = _standardised(model, _raw_rows(model, emb)).view(emb.shape[0], 8, 8, -1).permute(0, 3, 1, 2)
+            rows = _standardised(model, raw_rows(model, emb)).view(emb.shape[0], 8, 8, -1).permute(0, 3, 1, 2)
             return score_excluding(model, rows.contiguous(), ids)
 
     truth = loo(torch.cat(images + new), torch.arange(12))[0]
