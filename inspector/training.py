@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -37,6 +36,7 @@ from inspector.manifest import Manifest, ManifestItem, require_training_items, r
 from inspector.preprocess import model_batches, resolve_device, to_batch
 from models.backbones import BackboneError
 from models.patchcore import PatchCore, PatchCoreConfig, save_patchcore
+from models.patchcore.anomaly_map import to_size
 from models.patchcore.leave_one_out import leave_one_out_scores
 from models.patchcore.loo_state import STATE_FILE, CalibrationState, state_from_batches, state_from_fit
 
@@ -127,15 +127,8 @@ def score_batches(model: PatchCore, image_batches: Iterable[torch.Tensor]) -> tu
     for b in image_batches:
         pred = model.predict(b)
         scores.append(pred.score.float().cpu().numpy())
-        maps.append(nominal_maps(pred.anomaly_map.float().cpu().numpy(), model.config.input_hw))
+        maps.append(to_size(pred.anomaly_map.float(), model.config.input_hw).cpu().numpy())
     return np.concatenate(scores), np.concatenate(maps)
-
-
-def nominal_maps(maps: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """(B, h, w) maps resized to ``hw`` where they differ."""
-    if maps.shape[1:] == hw:
-        return maps
-    return np.stack([cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR) for m in maps])
 
 
 def split_holdout(items: list[ManifestItem], share: float, seed: int) -> tuple[list[ManifestItem], list[ManifestItem]]:
