@@ -263,10 +263,11 @@ def train_cmd(
 
     doc = read_model_json(out)
     click.echo(describe_map(doc.get("config") or {}))
-    click.echo(
-        f"threshold {t.decision:.4f} ({t.method}, {result.n_calibration} calibration images), "
-        f"review from {t.review:.4f}"
+    sampled = doc.get("metadata", {}).get("calibration_sample")
+    behind = f"{result.n_calibration} calibration images" + (
+        f", a seeded random sample of the {sampled['of']} good ones" if sampled else ""
     )
+    click.echo(f"threshold {t.decision:.4f} ({t.method}, {behind}), review from {t.review:.4f}")
     if result.frr is not None:
         click.echo(result.frr.describe())
     top = doc.get("metadata", {}).get("highest_good_scores") or []

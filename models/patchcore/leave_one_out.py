@@ -94,7 +94,11 @@ def score_excluding(model: PatchCore, emb: torch.Tensor, image_ids: torch.Tensor
 
 @torch.no_grad()
 def leave_one_out_scores(
-    model: PatchCore, batches: Iterable[torch.Tensor] | None = None, block: int = 16, max_maps: int = 256
+    model: PatchCore,
+    batches: Iterable[torch.Tensor] | None = None,
+    block: int = 16,
+    max_maps: int = 256,
+    ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores of the training images in ``fit`` order, and anomaly maps (input size) of the first
     ``max_maps`` (they only set the map colour range; 10,000 maps would take 500 MB).
@@ -104,7 +108,8 @@ def leave_one_out_scores(
     ``batches`` must give the same images in the same order as to ``fit`` (image n is
     ``bank_source`` n). A ``fine_score`` model's score also reads the fine bank: its
     leave-one-out scores come from the fit (``fit_fine_loo``) where it kept them, else the
-    images are embedded again.
+    images are embedded again. ``ids`` (ascending ``fit`` positions) scores those images only;
+    ``batches`` then hold just them, in that order.
     """
     device = model.mean.device
     size = model.config.input_hw  # non-square models (a fine-score one calibrates here) keep their aspect
@@ -116,18 +121,19 @@ def leave_one_out_scores(
         cached = None  # the fine bank's scores of these images were not kept: embed them again
     if cached is not None:
         rows, (h, w) = cached
-        n = rows.shape[0] // (h * w)
-        for start in range(0, n, block):
-            part = rows[start * h * w : min(n, start + block) * h * w].to(device).float()
+        per_image = rows.view(-1, h * w, rows.shape[1])
+        wanted = torch.arange(per_image.shape[0]) if ids is None else ids.cpu().long()
+        for start in range(0, wanted.numel(), block):
+            part_ids = wanted[start : start + block]
+            part = per_image[part_ids].to(device).float()
             if model.config.standardize and model.channel_mean.numel():
                 part = (part - model.channel_mean) * model.channel_scale
-            emb = part.view(-1, h, w, part.shape[1]).permute(0, 3, 1, 2)
-            ids = torch.arange(start, start + emb.shape[0], device=device)
-            s, patch = score_excluding(model, emb, ids)
+            emb = part.view(-1, h, w, part.shape[2]).permute(0, 3, 1, 2)
+            s, patch = score_excluding(model, emb, part_ids.to(device))
             if fine and fine_loo is not None:
                 from models.patchcore.fine_score import combine
 
-                part_fine = fine_loo[start : start + emb.shape[0]].to(s)
+                part_fine = fine_loo[part_ids].to(s)
                 s = combine(str(model.config.fine_score), s, part_fine, model.score_scale)
             scores.append(s.cpu())
             if start < max_maps:
@@ -138,8 +144,8 @@ def leave_one_out_scores(
     next_id = 0
     for batch in batches:
         batch = batch.to(device)
-        ids = torch.arange(next_id, next_id + batch.shape[0], device=device)
-        s, patch = _score_batch_excluding(model, batch, ids)
+        pos = torch.arange(next_id, next_id + batch.shape[0])
+        s, patch = _score_batch_excluding(model, batch, (pos if ids is None else ids[pos]).to(device))
         scores.append(s.cpu())
         if next_id < max_maps:
             amap = anomaly_map(patch[: max_maps - next_id], (batch.shape[-2], batch.shape[-1]), model.config.sigma)

@@ -128,13 +128,18 @@ def rescore(model: PatchCore, state: CalibrationState, block: int = 256) -> tupl
 
 @torch.no_grad()
 def state_from_fit(
-    model: PatchCore, block: int = 16, max_maps: int = 256, m: int = TOP_PATCHES
+    model: PatchCore,
+    block: int = 16,
+    max_maps: int = 256,
+    m: int = TOP_PATCHES,
+    ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, CalibrationState] | None:
     """Leave-one-out scores and maps of a single-search fit from its kept features (``fit_rows``,
     dropped afterwards), plus the calibration state; None when the fit kept no features.
 
     The scores are ``score_excluding``'s, image by image in ``fit`` order, as
     ``leave_one_out_scores`` gives them; the extra is only which patches scored highest.
+    ``ids`` (ascending ``fit`` positions) calibrates on those images only (``calibration_sample``).
     """
     if model.config.fine_score:
         # The kept patches are the score bank's only: a score that also reads the fine bank is
@@ -145,14 +150,17 @@ def state_from_fit(
     if cached is None:
         return None
     rows, (h, w) = cached
-    device, n = model.mean.device, rows.shape[0] // (h * w)
+    device = model.mean.device
+    per_image = rows.view(-1, h * w, rows.shape[1])
+    ids = torch.arange(per_image.shape[0]) if ids is None else ids.cpu().long()
+    n = ids.numel()
     size = model.config.input_hw
     scores, maps, kept, bounds = [], [], [], []
     for start in range(0, n, block):
-        raw = rows[start * h * w : min(n, start + block) * h * w].view(-1, h * w, rows.shape[1])
+        part_ids = ids[start : start + block]
+        raw = per_image[part_ids]
         emb = _standardise(model, raw).view(-1, h, w, rows.shape[1]).permute(0, 3, 1, 2)
-        ids = torch.arange(start, start + emb.shape[0], device=device)
-        s, patch = score_excluding(model, emb, ids)
+        s, patch = score_excluding(model, emb, part_ids.to(device))
         scores.append(s.double().cpu())
         r, b = top_patches(raw.float(), patch.flatten(1).cpu(), m)
         kept.append(r)
@@ -161,13 +169,17 @@ def state_from_fit(
             maps.append(anomaly_map(patch[: max_maps - start], size, model.config.sigma).cpu())
     s_all = torch.cat(scores)
     scale = model.channel_scale.cpu().clone()
-    state = CalibrationState(torch.arange(n), s_all, torch.cat(kept), torch.cat(bounds), scale)
+    state = CalibrationState(ids.clone(), s_all, torch.cat(kept), torch.cat(bounds), scale)
     return s_all, torch.cat(maps), state
 
 
 @torch.no_grad()
 def state_from_batches(
-    model: PatchCore, batches: Iterable[torch.Tensor], max_maps: int = 256, m: int = TOP_PATCHES
+    model: PatchCore,
+    batches: Iterable[torch.Tensor],
+    max_maps: int = 256,
+    m: int = TOP_PATCHES,
+    ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, CalibrationState] | None:
     """``state_from_fit`` for a fit that kept no features: its images again, in ``fit`` order
     (image n is ``bank_source`` n), in batches of any input size. None with ``fine_score``.
@@ -176,7 +188,8 @@ def state_from_batches(
     than one coreset search) kept no calibration state, so ``train --update`` could not
     recalibrate them. The scores are ``leave_one_out_scores``'s (the same ``score_excluding``
     of the same embeddings); maps are resized to the nominal input, as they only set the colour
-    range.
+    range. With ``ids`` the batches hold only those images (ascending ``fit`` positions, the
+    ``calibration_sample``), in that order.
     """
     if model.config.fine_score:
         return None  # its score also reads the fine bank: see state_from_fit
@@ -187,8 +200,10 @@ def state_from_batches(
         batch = batch.to(device)
         hw = (int(batch.shape[-2]), int(batch.shape[-1]))
         emb = model.embed(batch)
-        ids = torch.arange(next_id, next_id + emb.shape[0], device=device)
-        s, patch = score_excluding(model, emb, ids)
+        pos = torch.arange(next_id, next_id + emb.shape[0])
+        if ids is not None and int(pos[-1]) >= ids.numel():
+            raise ValueError(f"more images than the {ids.numel()} calibration ids given")
+        s, patch = score_excluding(model, emb, (pos if ids is None else ids[pos]).to(device))
         scores.append(s.double().cpu())
         rows = raw_rows(model, emb).view(emb.shape[0], -1, emb.shape[1])
         r, b = top_patches(rows.cpu(), patch.flatten(1).float().cpu(), m)
@@ -199,8 +214,14 @@ def state_from_batches(
         next_id += emb.shape[0]
     if not scores:
         raise ValueError("no training images to calibrate on")
+    if ids is not None and next_id != ids.numel():
+        raise ValueError(f"{next_id} images for {ids.numel()} calibration ids")
     s_all = torch.cat(scores)
     state = CalibrationState(
-        torch.arange(next_id), s_all, torch.cat(kept), torch.cat(bounds), model.channel_scale.cpu().clone()
+        torch.arange(next_id) if ids is None else ids.cpu().long().clone(),
+        s_all,
+        torch.cat(kept),
+        torch.cat(bounds),
+        model.channel_scale.cpu().clone(),
     )
     return s_all, torch.cat(maps), state
