@@ -88,15 +88,18 @@ def evaluate(
 ) -> Evaluation:
     """Scores the test split and computes the contract's figures.
 
-    Pixel figures need a mask for every defective image; they are computed on ``eval_grid``
-    pixels, and with ``gradcam`` Grad-CAM's pooled pixel AUROC is reported beside the map's.
+    Pixel figures are computed over the good images and the defective ones with a mask, on
+    ``eval_grid`` pixels; with ``gradcam`` Grad-CAM's pooled pixel AUROC is reported beside the map's.
     """
     items = manifest.split("test")
     if not items:
         raise ManifestError(f"{manifest.source_file or manifest.name}: no images in the test split")
-    with_masks = all(it.mask or not it.is_anomalous for it in items)
+    # Pixel figures over every good frame and each defective frame with a mask: one defect
+    # without a mask should not cost the whole set its localisation figures.
+    masked = [i for i, it in enumerate(items) if it.mask or not it.is_anomalous]
+    n_masked = sum(items[i].is_anomalous for i in masked)
     explainer = None
-    if gradcam and with_masks:
+    if gradcam and n_masked:
         from inspector.explain import Explainer
 
         explainer = Explainer(inspector)
@@ -121,15 +124,20 @@ def evaluate(
     labels = np.array([it.is_anomalous for it in items], dtype=int)
     defects = [it.defect for it in items]
     try:
-        masks = frame_masks(items, root, shapes)
+        masks = frame_masks([items[i] for i in masked], root, [shapes[i] for i in masked]) if n_masked else None
     except ImageError as exc:
         raise ManifestError(f"cannot read a mask: {exc}") from None
+    maps_masked = [maps_small[i] for i in masked]
+    cams_masked = [cams[i] for i in masked] if cams else []
     frr, miss = metrics.rates_at(s, labels, inspector.thresholds.decision)
     report = {
         "image_auroc": metrics.image_auroc(s, labels),
         "per_defect": metrics.per_defect_auroc(s, labels, defects),
-        **pixel_figures(maps_small, masks),
-        "gradcam_pixel_auroc": metrics.pixel_auroc(cams, masks) if masks is not None and cams else None,
+        **pixel_figures(maps_masked, masks),
+        "gradcam_pixel_auroc": metrics.pixel_auroc(cams_masked, masks) if masks is not None and cams else None,
+        # Defective frames behind the pixel figures, and those left out for want of a mask.
+        "masked_defects": n_masked,
+        "unmasked_defects": int(sum(it.is_anomalous for it in items)) - n_masked,
         "f1_max": metrics.f1_max(s, labels),
         "threshold": inspector.thresholds.decision,
         "false_reject_rate": frr,
@@ -181,6 +189,11 @@ def format_report(report: dict[str, Any]) -> str:
             f"{f(report['review_rate_good'])} of good, {f(report['review_rate_defect'])} of defective"
         )
     lines.append(f"{'images':<22}{report['n_normal']} good, {report['n_anomalous']} defective")
+    unmasked, masked = report.get("unmasked_defects") or 0, report.get("masked_defects") or 0
+    if unmasked and masked:
+        lines.append(f"{'pixel figures':<22}over the {masked} defective images with a mask ({unmasked} have none)")
+    elif unmasked:
+        lines.append(f"{'pixel figures':<22}n/a: no defective image has a mask in the manifest")
     stated = report.get("stated_frr")
     if stated:
         lines.append(

@@ -194,6 +194,34 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def find_mask(folder: Path, stem: str) -> Path | None:
+    """The mask of image ``stem`` in ``folder``: ``<stem>_mask.png`` (MVTec AD) first, then
+    ``<stem>_mask`` or ``<stem>`` with any image suffix, in any case (other public sets and
+    converters name them so; a mask that goes unfound silently costs the set its pixel figures)."""
+    if not folder.is_dir():
+        return None
+    exact = folder / f"{stem}_mask.png"
+    if exact.is_file():
+        return exact
+    by_name = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
+    for base in (f"{stem}_mask", stem):
+        for suffix in IMAGE_SUFFIXES:
+            hit = by_name.get(f"{base}{suffix}".lower())
+            if hit is not None:
+                return hit
+    return None
+
+
+def mask_coverage(manifest: Manifest) -> dict[str, tuple[int, int]]:
+    """Per defect type of the test split: (defective images with a mask, all of them)."""
+    out: dict[str, tuple[int, int]] = {}
+    for it in manifest.split("test"):
+        if it.is_anomalous:
+            have, total = out.get(it.defect or "defect", (0, 0))
+            out[it.defect or "defect"] = (have + (it.mask is not None), total + 1)
+    return out
+
+
 def _item(root: Path, p: Path, label: str, split: str, defect: str | None, mask: Path | None) -> ManifestItem:
     rel = p.relative_to(root).as_posix()
     return ManifestItem(rel, label, split, sha256_file(p), defect, mask.relative_to(root).as_posix() if mask else None)
@@ -212,7 +240,8 @@ def build_manifest(
 
     ``folders`` (and ``pillqc``, its special case with ``normal`` as the good class): one
     sub-folder per class; the first ``train_count`` good images by name train, the rest test.
-    ``mvtec``: ``train/good``, ``test/<defect>`` and ``ground_truth/<defect>/<stem>_mask.png``;
+    ``mvtec``: ``train/good``, ``test/<defect>`` and ``ground_truth/<defect>/<stem>_mask.png``
+    (or another name ``find_mask`` knows);
     there ``train_count`` keeps the first N of ``train/good`` and leaves the rest out.
     ``train_count=0`` makes an evaluation-only manifest: every listed image is in the test split,
     for a model trained elsewhere (``inspector train`` refuses it with a clear message).
@@ -237,8 +266,8 @@ def build_manifest(
                 if cls.name == "good":
                     items.append(_item(root, p, "normal", "test", None, None))
                 else:
-                    m = root / "ground_truth" / cls.name / f"{p.stem}_mask.png"
-                    items.append(_item(root, p, "anomalous", "test", cls.name, m if m.is_file() else None))
+                    m = find_mask(root / "ground_truth" / cls.name, p.stem)
+                    items.append(_item(root, p, "anomalous", "test", cls.name, m))
     else:
         normal = normal or ("normal" if layout == "pillqc" else None)
         classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))

@@ -8,7 +8,7 @@ import click
 
 from inspector.cli.common import root_option
 from inspector.errors import ManifestError
-from inspector.manifest import LAYOUTS, build_manifest, load_manifest, verify_manifest
+from inspector.manifest import LAYOUTS, build_manifest, load_manifest, mask_coverage, verify_manifest
 
 MAX_LISTED = 25
 
@@ -63,6 +63,18 @@ def manifest_cmd(
         f"wrote {output}: {len(m.items)} images ({counts['train']} train, {counts['val']} val, "
         f"{counts['test']} test), defects: {', '.join(m.defects) or 'none'}"
     )
+    if layout == "mvtec":
+        coverage = mask_coverage(m)
+        if coverage:
+            click.echo("masks: " + ", ".join(f"{d} {have}/{total}" for d, (have, total) in coverage.items()))
+        for d, (have, total) in coverage.items():
+            if have < total:
+                click.echo(
+                    f"warning: {total - have} of {total} '{d}' images have no mask in ground_truth/{d}"
+                    f" (looked for <name>_mask.png, <name>_mask.* and <name>.*): eval computes pixel"
+                    f" figures over the defective images that have one",
+                    err=True,
+                )
 
 
 @data.command("verify")
