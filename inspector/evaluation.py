@@ -12,7 +12,7 @@ import numpy as np
 
 from inspector import metrics
 from inspector.errors import ImageError, ManifestError
-from inspector.images import read_image
+from inspector.images import read_mask
 from inspector.manifest import Manifest, resolve
 from inspector.pipeline import Inspector
 from inspector.training import load_items
@@ -45,7 +45,7 @@ def to_grid(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 def _mask_on_grid(item: Any, root: str | Path, grid: tuple[int, int]) -> np.ndarray:
     """One frame's mask on ``grid`` (all False for a frame without one, a good frame)."""
-    m = read_image(resolve(root, item.mask))[:, :, 0] if item.mask else np.zeros(grid, np.uint8)
+    m = read_mask(resolve(root, item.mask)) if item.mask else np.zeros(grid, np.uint8)
     return cv2.resize(m, (grid[1], grid[0]), interpolation=cv2.INTER_NEAREST) > 127
 
 

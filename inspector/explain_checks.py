@@ -32,7 +32,7 @@ from scipy.stats import spearmanr
 from inspector import explainers
 from inspector.explain import Explainer, Explanation, agreement
 from inspector.faithfulness import curve_area, deletion_curve, insertion_curve
-from inspector.images import read_image
+from inspector.images import read_mask
 from inspector.manifest import Manifest, ManifestItem, resolve
 from inspector.metrics import aupro, pixel_auroc
 from inspector.paste_defects import paste_defect
@@ -115,7 +115,7 @@ def load_samples(
         h, w = model_input_hw(config, img)
         mask = None
         if it.mask:
-            m = read_image(resolve(root, it.mask))[:, :, 0]
+            m = read_mask(resolve(root, it.mask))
             mask = cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) > 127
         small = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
         s = Sample(small, mask, it.defect if it.is_anomalous else None, it.path)

@@ -118,6 +118,15 @@ def read_image(path: str | Path) -> np.ndarray:
     return read_image_with_format(path)[0]
 
 
+def read_mask(path: str | Path) -> np.ndarray:
+    """A ground-truth mask as uint8 0/255 (H, W), whatever its encoding: 0/255 or 0/1 grey, or a
+    colour or palette PNG (any channel counts). Read as the image's red channel above 127, a 0/1
+    mask was empty and a green one too, and the set's pixel figures were silently wrong."""
+    m = read_image(path).max(axis=2)
+    top = int(m.max())
+    return np.where(m > top / 2, 255, 0).astype(np.uint8) if top else m
+
+
 def read_image_with_format(path: str | Path) -> tuple[np.ndarray, SourceFormat]:
     """``read_image``, and the file's channel count and bit depth before conversion."""
     p = Path(path)

@@ -82,3 +82,50 @@ def test_eval_computes_pixel_figures_over_the_defects_that_have_a_mask(tmp_path:
     none = evaluate(insp, bare, root, gradcam=False).report
     assert none["pixel_auroc"] is None and "n/a: no defective image has a mask" in format_report(none)
     assert np.isfinite(none["image_auroc"])
+
+
+def test_a_mask_reads_the_same_whatever_its_encoding(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from inspector.images import read_mask
+
+    shape = np.zeros((40, 50), np.uint8)
+    shape[5:9, 10:20] = 1
+    want = shape.astype(bool)
+    rgb_green = np.zeros((40, 50, 3), np.uint8)
+    rgb_green[..., 1] = shape * 200
+    palette = Image.fromarray(shape, mode="L").convert("P")
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 1 drawn red
+    encodings = {
+        "grey255.png": Image.fromarray(shape * 255),
+        "grey01.png": Image.fromarray(shape),  # 0/1: read as the red channel above 127 it was empty
+        "green.png": Image.fromarray(rgb_green),
+        "palette.png": palette,
+    }
+    for name, img in encodings.items():
+        img.save(tmp_path / name)
+        m = read_mask(tmp_path / name)
+        assert m.shape == (40, 50) and m.dtype == np.uint8, name
+        assert np.array_equal(m > 127, want), name
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "empty.png")
+    assert not read_mask(tmp_path / "empty.png").any()
+
+
+def test_eval_gives_the_same_pixel_figures_for_0_1_and_0_255_masks(tmp_path: Path, tiny_config) -> None:
+    from inspector.pipeline import Inspector
+    from inspector.training import train
+
+    root = tmp_path / "set"
+    _write(root)
+    m = build_manifest(root, "mvtec")
+    train(m, root, tmp_path / "model", config=tiny_config, device="cpu")
+    insp = Inspector.load(tmp_path / "model", "cpu")
+    before = evaluate(insp, m, root, gradcam=False).report
+    for it in m.items:
+        if it.mask:
+            path = root / it.mask
+            cv2.imwrite(str(path), (cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 127).astype(np.uint8))
+    after = evaluate(insp, m, root, gradcam=False).report
+    assert after["pixel_auroc"] == pytest.approx(before["pixel_auroc"]) and after["aupro"] == pytest.approx(
+        before["aupro"]
+    )
