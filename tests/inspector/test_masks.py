@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -57,15 +58,21 @@ def test_manifest_reports_masks_and_warns_where_some_are_missing(tmp_path: Path)
     assert "warning: 2 of 4 'crack' images have no mask in ground_truth/crack" in res.output
 
 
-def test_eval_computes_pixel_figures_over_the_defects_that_have_a_mask(tmp_path: Path, tiny_config) -> None:
+def _trained(tmp_path: Path, config) -> tuple[Path, Manifest, Any]:
+    """The set of ``_write``, its manifest, and a tiny model trained on it (each test its own:
+    one rewrites the masks)."""
     from inspector.pipeline import Inspector
     from inspector.training import train
 
     root = tmp_path / "set"
     _write(root)
     m = build_manifest(root, "mvtec")
-    train(m, root, tmp_path / "model", config=tiny_config, device="cpu")
-    insp = Inspector.load(tmp_path / "model", "cpu")
+    train(m, root, tmp_path / "model", config=config, device="cpu")
+    return root, m, Inspector.load(tmp_path / "model", "cpu")
+
+
+def test_eval_computes_pixel_figures_over_the_defects_that_have_a_mask(tmp_path: Path, tiny_config) -> None:
+    root, m, insp = _trained(tmp_path, tiny_config)
     partial = evaluate(insp, m, root, gradcam=True).report
     assert partial["masked_defects"] == 2 and partial["unmasked_defects"] == 2
     assert partial["pixel_auroc"] is not None and partial["aupro"] is not None
@@ -112,14 +119,7 @@ def test_a_mask_reads_the_same_whatever_its_encoding(tmp_path: Path) -> None:
 
 
 def test_eval_gives_the_same_pixel_figures_for_0_1_and_0_255_masks(tmp_path: Path, tiny_config) -> None:
-    from inspector.pipeline import Inspector
-    from inspector.training import train
-
-    root = tmp_path / "set"
-    _write(root)
-    m = build_manifest(root, "mvtec")
-    train(m, root, tmp_path / "model", config=tiny_config, device="cpu")
-    insp = Inspector.load(tmp_path / "model", "cpu")
+    root, m, insp = _trained(tmp_path, tiny_config)
     before = evaluate(insp, m, root, gradcam=False).report
     for it in m.items:
         if it.mask:
