@@ -14,6 +14,8 @@ EVAL_KEYS = {
     "pixel_auroc",
     "aupro",
     "gradcam_pixel_auroc",
+    "masked_defects",
+    "unmasked_defects",
     "f1_max",
     "threshold",
     "false_reject_rate",
@@ -95,6 +97,7 @@ def test_manifest_train_eval_predict(synthetic_pills, tmp_path: Path) -> None:
     assert set(doc) == EVAL_KEYS
     assert doc["n_normal"] == 10 and doc["n_anomalous"] == 8 and set(doc["per_defect"]) == {"chip", "dirt"}
     assert doc["pixel_auroc"] is None and doc["gradcam_pixel_auroc"] is None  # the folders manifest has no masks
+    assert doc["masked_defects"] == 0 and doc["unmasked_defects"] == 8
     img = next((root / "pill" / "chip").iterdir())
     code, out = run("predict", "--model", str(model), "--out", str(tmp_path / "pred"), str(img))
     assert code == 0, out
