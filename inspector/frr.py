@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import beta
@@ -95,3 +96,27 @@ def order_statistic_threshold(good_scores: np.ndarray, target_frr: float) -> flo
         return None
     # Threshold just above the r-th largest: r - 1 scores reach it, so j + 1 = r.
     return float(np.nextafter(scores[n - r], np.inf))
+
+
+def describe_calibration(meta: dict[str, Any]) -> list[str]:
+    """What a model's threshold rests on, from its model.json metadata: the levels and how many
+    good images (or which sample of them) calibrated them, the false-reject statement and the
+    least typical good images. ``train`` prints these lines and the engineer view shows them."""
+    t = meta.get("thresholds") or {}
+    decision, review = t.get("decision"), t.get("review")
+    if not isinstance(decision, int | float):
+        return ["thresholds: none recorded"]
+    sampled = meta.get("calibration_sample")
+    behind = f"{meta.get('n_calibration_images', '?')} calibration images" + (
+        f", a seeded random sample of the {sampled['of']} good ones" if isinstance(sampled, dict) else ""
+    )
+    method = t.get("method") or "?"
+    level = f", review from {review:.4f}" if isinstance(review, int | float) else ""
+    lines = [f"threshold {decision:.4f} ({method}, {behind}){level}"]
+    frr = t.get("frr")
+    if isinstance(frr, dict):
+        lines.append(FrrStatement(**frr).describe())
+    top = meta.get("highest_good_scores") or []
+    if top:  # a mislabelled or odd good image shows up here first
+        lines.append("least typical good images: " + ", ".join(f"{p} ({s:.4f})" for p, s in top))
+    return lines

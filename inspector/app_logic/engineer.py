@@ -100,6 +100,7 @@ def settings_report(model_dir: str | Path) -> str:
     Plain text for a monospace view: the engineer reads the same table ``train --search`` prints.
     """
     from inspector.autoconfig import format_table
+    from inspector.frr import describe_calibration
     from inspector.map_settings import describe_map
 
     path = Path(model_dir) / "model.json"
@@ -120,6 +121,9 @@ def settings_report(model_dir: str | Path) -> str:
         f"trained on {meta.get('n_train_images', '?')} good images"
         + (f" by {meta['trained_by']}" if meta.get("trained_by") else "")
         + f" at {meta.get('trained_at', '?')}",
+        # What the CLI's train prints about the threshold, so the engineer sees it here too.
+        *describe_calibration(meta),
+        *(f"warning: {w}" for w in meta.get("calibration_warnings") or []),
         "",
     ]
     search = meta.get("settings_search") or {}
@@ -130,9 +134,11 @@ def settings_report(model_dir: str | Path) -> str:
             lines.append(f"the settings search's record in {path} is unreadable ({type(exc).__name__}: {exc})")
     else:
         lines.append("settings given, not searched (train with the settings search to choose them per product)")
-    # The table's rows fit a window; the reason, the footnotes and the map's line are wrapped to it.
+    # The table's rows fit a window; the reason, the footnotes, the map's and the threshold's lines
+    # are wrapped to it.
     flat = [line for text in lines for line in text.split("\n")]
-    wide = max(len(line) for line in flat if not line.startswith(("* chosen", "(", "anomaly map")))
+    prose = ("* chosen", "(", "anomaly map", "threshold ", "false-reject rate", "least typical", "warning: ")
+    wide = max(len(line) for line in flat if not line.startswith(prose))
     return "\n".join(textwrap.fill(line, wide, subsequent_indent="  ") if len(line) > wide else line for line in flat)
 
 

@@ -253,26 +253,18 @@ def train_cmd(
         bars.close()
     if result.selection is not None:
         click.echo(format_table(result.selection.to_json()))
-    t = result.thresholds
     click.echo(
         f"trained {out}: memory bank {result.memory_bank_shape[0]} x {result.memory_bank_shape[1]} "
         f"from {result.n_train} good images in {result.fit_seconds:.1f} s"
     )
+    from inspector.frr import describe_calibration
     from inspector.map_settings import describe_map
     from models.patchcore.serialization import read_model_json
 
     doc = read_model_json(out)
     click.echo(describe_map(doc.get("config") or {}))
-    sampled = doc.get("metadata", {}).get("calibration_sample")
-    behind = f"{result.n_calibration} calibration images" + (
-        f", a seeded random sample of the {sampled['of']} good ones" if sampled else ""
-    )
-    click.echo(f"threshold {t.decision:.4f} ({t.method}, {behind}), review from {t.review:.4f}")
-    if result.frr is not None:
-        click.echo(result.frr.describe())
-    top = doc.get("metadata", {}).get("highest_good_scores") or []
-    if top:  # a mislabelled or odd good image shows up here first
-        click.echo("least typical good images: " + ", ".join(f"{p} ({s:.4f})" for p, s in top))
+    for line in describe_calibration(doc.get("metadata", {})):
+        click.echo(line)
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
 

@@ -84,3 +84,19 @@ def test_an_update_recalibrates_from_a_sampled_state(synthetic_pills, tiny_confi
     assert rec.state is not None
     assert rec.state.ids.numel() == 6 + 3 and torch.equal(rec.state.ids[:6], state.ids)
     assert rec.meta["recalibration"]["images"] == 9
+
+
+def test_the_engineer_view_shows_what_the_threshold_rests_on(synthetic_pills, tiny_config, tmp_path: Path) -> None:
+    from inspector.app_logic import settings_report
+
+    root, manifest, _ = synthetic_pills
+    out = tmp_path / "m"
+    train(manifest, root, out, config=tiny_config, device="cpu", loo_max_images=6)
+    meta = json.loads((out / "model.json").read_text())["metadata"]
+    flat = " ".join(settings_report(out).split())  # lines are wrapped to the view's width
+    decision = meta["thresholds"]["decision"]
+    assert f"threshold {decision:.4f}" in flat
+    assert "6 calibration images, a seeded random sample of the 16 good ones" in flat
+    assert "false-reject rate" in flat and "from 6 good images" in flat
+    assert "least typical good images: pill/good/" in flat
+    assert "warning: only 6 good images: 149 are needed" in flat
