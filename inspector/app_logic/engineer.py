@@ -111,6 +111,7 @@ def settings_report(model_dir: str | Path) -> str:
     cfg = doc.get("config") if isinstance(doc, dict) else None
     meta = doc.get("metadata") if isinstance(doc, dict) else None
     cfg, meta = (cfg if isinstance(cfg, dict) else {}), (meta if isinstance(meta, dict) else {})
+    calibration = [*describe_calibration(meta), *(f"warning: {w}" for w in meta.get("calibration_warnings") or [])]
     h = cfg.get("input_size")
     w = cfg.get("input_width") or h
     lines = [
@@ -122,8 +123,7 @@ def settings_report(model_dir: str | Path) -> str:
         + (f" by {meta['trained_by']}" if meta.get("trained_by") else "")
         + f" at {meta.get('trained_at', '?')}",
         # What the CLI's train prints about the threshold, so the engineer sees it here too.
-        *describe_calibration(meta),
-        *(f"warning: {w}" for w in meta.get("calibration_warnings") or []),
+        *calibration,
         "",
     ]
     search = meta.get("settings_search") or {}
@@ -137,8 +137,8 @@ def settings_report(model_dir: str | Path) -> str:
     # The table's rows fit a window; the reason, the footnotes, the map's and the threshold's lines
     # are wrapped to it.
     flat = [line for text in lines for line in text.split("\n")]
-    prose = ("* chosen", "(", "anomaly map", "threshold ", "false-reject rate", "least typical", "warning: ")
-    wide = max(len(line) for line in flat if not line.startswith(prose))
+    prose = ("* chosen", "(", "anomaly map")
+    wide = max(len(line) for line in flat if line not in calibration and not line.startswith(prose))
     return "\n".join(textwrap.fill(line, wide, subsequent_indent="  ") if len(line) > wide else line for line in flat)
 
 

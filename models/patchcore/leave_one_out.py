@@ -92,6 +92,17 @@ def score_excluding(model: PatchCore, emb: torch.Tensor, image_ids: torch.Tensor
     return weight * s_star, patch.view(b, h, w)
 
 
+def batch_ids(ids: torch.Tensor | None, first: int, count: int, device: torch.device) -> torch.Tensor:
+    """``fit`` positions of ``count`` images that follow the ``first`` already seen: their own
+    positions, or with ``ids`` (a sample's ascending positions) the sample's entries."""
+    pos = torch.arange(first, first + count)
+    if ids is None:
+        return pos.to(device)
+    if first + count > ids.numel():
+        raise ValueError(f"more images than the {ids.numel()} calibration ids given")
+    return ids[pos].to(device)
+
+
 @torch.no_grad()
 def leave_one_out_scores(
     model: PatchCore,
@@ -144,8 +155,7 @@ def leave_one_out_scores(
     next_id = 0
     for batch in batches:
         batch = batch.to(device)
-        pos = torch.arange(next_id, next_id + batch.shape[0])
-        s, patch = _score_batch_excluding(model, batch, (pos if ids is None else ids[pos]).to(device))
+        s, patch = _score_batch_excluding(model, batch, batch_ids(ids, next_id, batch.shape[0], device))
         scores.append(s.cpu())
         if next_id < max_maps:
             amap = anomaly_map(patch[: max_maps - next_id], (batch.shape[-2], batch.shape[-1]), model.config.sigma)

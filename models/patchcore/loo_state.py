@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.patchcore.anomaly_map import anomaly_map, to_size
-from models.patchcore.leave_one_out import score_excluding
+from models.patchcore.leave_one_out import batch_ids, score_excluding
 from models.patchcore.model import PatchCore
 
 TOP_PATCHES = 8
@@ -200,10 +200,7 @@ def state_from_batches(
         batch = batch.to(device)
         hw = (int(batch.shape[-2]), int(batch.shape[-1]))
         emb = model.embed(batch)
-        pos = torch.arange(next_id, next_id + emb.shape[0])
-        if ids is not None and int(pos[-1]) >= ids.numel():
-            raise ValueError(f"more images than the {ids.numel()} calibration ids given")
-        s, patch = score_excluding(model, emb, (pos if ids is None else ids[pos]).to(device))
+        s, patch = score_excluding(model, emb, batch_ids(ids, next_id, emb.shape[0], device))
         scores.append(s.double().cpu())
         rows = raw_rows(model, emb).view(emb.shape[0], -1, emb.shape[1])
         r, b = top_patches(rows.cpu(), patch.flatten(1).float().cpu(), m)
