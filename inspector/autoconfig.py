@@ -141,7 +141,7 @@ def _round8(x: float) -> int:
 def input_sizes(frame_hw: tuple[float, float]) -> list[tuple[int, int]]:
     """Square 112 px (today's default) and, for frames far from square, their aspect at 112 px
     across. Larger square inputs are left out: on both products the defaults were swept on,
-    160 px scored lower than 112 px (README) at twice the cost per frame."""
+    160 px scored lower than 112 px (docs/measured.md) at twice the cost per frame."""
     h, w = frame_hw
     aspect = h / w
     sizes = [(112, 112)]
@@ -169,7 +169,7 @@ def training_input_hw(sizes: Sequence[tuple[int, int]], across: int = 112) -> tu
     (this rule 0.783 image AUROC, a square 112 px input 0.694, a 312x112 one 0.742, letterboxing
     0.657) and crack's test crops (0.9970, within 0.0002 of the best rule). Checked on ksdd's
     test crops, and not confirmed there: 0.743 against 0.702 for 112 px square, but 0.904 for a
-    312x112 input, since ksdd's cracks run across the part (README, "Settings chosen per product").
+    312x112 input, since ksdd's cracks run across the part (docs/measured.md, "Settings chosen per product").
     """
     if not sizes:
         raise ValueError("no frame sizes")
@@ -255,7 +255,7 @@ class SearchOptions:
         return self.n_fit + self.n_eval
 
 
-# Cost measurements move by about a fifth between runs on a 2-core host (README), so a candidate
+# Cost measurements move by about a fifth between runs on a 2-core host (docs/measured.md), so a candidate
 # displaces the incumbent on cost alone only when it takes under this share of its time.
 CHEAPER_BY = 0.8
 
@@ -414,7 +414,7 @@ def select_config(
             f"candidates scored{within} (the cheapest within {tolerance:g} of the best)"
         )
         if require_evidence and not default.within_budget and not allow_over_budget:
-            # 1.2x: the measure moves by about a fifth between runs on a 2-core host (README).
+            # 1.2x: the measure moves by about a fifth between runs on a 2-core host (docs/measured.md).
             keep = math.ceil(default.ms_per_frame * 1.2)
             reason += (
                 f"; the settings used without a search are over budget ({default.ms_per_frame:.1f} ms per frame;"

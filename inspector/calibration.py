@@ -17,7 +17,7 @@ from sklearn.metrics import precision_recall_curve
 
 from inspector.frr import frr_statement, order_statistic_threshold
 
-# Chosen on crack (scripts/bench_thresholds.py, README "Thresholds"): at 1% even the tail fit left
+# Chosen on crack (scripts/bench_thresholds.py, docs/measured.md "Thresholds"): at 1% even the tail fit left
 # 5.5% of crack's defects under the decision threshold; at 2% it missed 1.0% and rejected 2.0%.
 DEFAULT_TARGET_FRR = 0.02
 # Share of good parts the REVIEW band may take, at least (the old default, 10x a 1% target).

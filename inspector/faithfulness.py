@@ -4,7 +4,7 @@ Deletion replaces the top-ranked pixels, in steps up to half the image, by an in
 fill (a good image's pixels at the same place, or an inpainting); the output should fall fast
 (lower area = more faithful). Insertion starts from the fill and puts the top-ranked pixels of
 the frame back; the output should rise fast (higher area = more faithful). Black or a blur is no
-fill for PatchCore: both are anomalies themselves (README, "Explanations").
+fill for PatchCore: both are anomalies themselves (docs/measured.md, "Explanations").
 
 Shared by ``scripts/bench_explain.py`` and the explanation report.
 """

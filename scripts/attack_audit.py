@@ -1,4 +1,4 @@
-"""Runs every attack of issue 12 against fresh audit stores and prints a table for the README.
+"""Runs every attack of issue 12 against fresh audit stores and prints a table for docs/measured.md.
 
 Run: .venv/bin/python scripts/attack_audit.py [--markdown]
 Trains a tiny random-weight model on synthetic pills first (nothing is downloaded). Each attack

@@ -16,9 +16,9 @@ Parts:
   on held-out good *training* images, ``inspector.autoconfig``) loses when the default settings'
   bank is built with a coreset ratio of 0.1, 0.05, 0.025 and 0.01, on pillQC, crack and ksdd.
   Rule, written before this part was run (the real test splits' image AUROC at 0.1 to 0.01 had
-  been seen: ``README``, "A memory bank cut to fit the budget"): the cut is adopted if the
+  been seen: ``docs/measured.md``, "A memory bank cut to fit the budget"): the cut is adopted if the
   criterion at 0.025 is within 0.02 of 0.1 on every set (the search's own sampling spread is
-  about 0.02, README) and the paired bootstrap puts its loss beyond chance on at most one set.
+  about 0.02, docs/measured.md) and the paired bootstrap puts its loss beyond chance on at most one set.
   Outcome: not met (crack -0.0203 at 0.025, beyond chance), so the cut is not taken on faith: the
   search scores a cut candidate with its own bank cut by the same factor, and the cut candidate
   then competes with every other one on the criterion, as any setting does.

@@ -21,7 +21,7 @@ crack (image labels only), seed 0.
 - ``check``: every training crop fits, the test crops score (ksdd and crack), ``square`` against
   ``aspect``. Rule, written before the check ran: worth building if on ksdd's test crops image
   AUROC >= square's and pixel AUROC >= square's - 0.005, and on crack's image AUROC within 0.005.
-  Outcome: met (README), so ``inspector train`` keeps each frame's aspect when its training frames
+  Outcome: met (docs/measured.md), so ``inspector train`` keeps each frame's aspect when its training frames
   are elongated both ways (``inspector.autoconfig.training_keeps_aspect``).
 - ``train`` (built): ``inspector train`` with its settings search at the default budget, then
   ``inspector eval``, on the ksdd proxy with ``--crops`` training crops per commutator (2: 350

@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python scripts/bench_map_scale.py --part choose [--json runs/map_scale_choose.json]
     PYTHONPATH=. .venv/bin/python scripts/bench_map_scale.py --part check  [--json runs/map_scale_check.json]
 
-Why: on pasted defects anomaly maps at a 224 px input localise better than at 112 px (README,
+Why: on pasted defects anomaly maps at a 224 px input localise better than at 112 px (docs/measured.md,
 "Sharper maps": the whole model at 224 px 0.940 / 0.871 against the fine map's 0.925 / 0.806 on
 crack training images), but a larger input changes the image score (pillQC's real defects lost
 0.008-0.010 image AUROC) and multiplies the cost. The variant measured here leaves the score at

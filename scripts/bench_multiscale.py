@@ -33,7 +33,7 @@ choosing sets, AND on the checks pillQC >= 0.997 and crack >= 0.998 image AUROC 
 below 0.896 - 0.005 = 0.891, AND per-frame cost with Grad-CAM <= x1.6 and training time <= x1.6
 of the default's. Otherwise it stays opt-in (``train --fine-score``).
 
-MEASURED (this script, 2-core host shared with other jobs; README "An image score at a finer scale"):
+MEASURED (this script, 2-core host shared with other jobs; docs/measured.md "An image score at a finer scale"):
 - choose, image AUROC on synthetic defects (crack / pillQC): coarse 0.8588 / 0.9306, fine
   0.8711 / 0.9706, max@0.5 0.8668 / 0.9658, max@0.9 0.8667 / 0.9628, sum@0.5 0.8754 / 0.9622,
   sum@0.9 0.8754 / 0.9622. Chosen on crack: sum@0.5 (pillQC 0.9622); chosen on pillQC: fine

@@ -14,7 +14,7 @@ unknown). A rule is chosen on the direction "new = dirt" and checked on "new = c
 issue's); the held-out images of the check direction are never used to choose.
 Chosen that way (``type_gate.DEFAULT_QUANTILE``): the defect-centred descriptor, radius
 quantile 0.99, the best worst-seed accuracy on dirt while version 1 still calls at least 0.9 of
-the dirt "unknown type" on every seed (the README says when that rule was written).
+the dirt "unknown type" on every seed (docs/measured.md says when that rule was written).
 """
 
 from __future__ import annotations

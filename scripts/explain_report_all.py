@@ -1,4 +1,4 @@
-"""The explanation report on pillQC, crack and the synthetic masked sets; prints the README's table.
+"""The explanation report on pillQC, crack and the synthetic masked sets; prints docs/measured.md's table.
 
 For each dataset it trains a default model if none is in ``--workdir`` (synthetic sets are made
 by ``inspector.synthetic`` with pixel masks), runs ``build_report`` (the code behind ``inspector
@@ -42,7 +42,7 @@ def prepare(name: str, data: Path, work: Path) -> tuple[Path, Path, Path]:
         manifest_path = root / f"{kind}.json"
         if not manifest_path.is_file():
             write_dataset(root, kind, n_train=30, n_test_good=6, n_test_defect=8, seed=0).save(manifest_path)
-        config = PatchCoreConfig(input_size=128)  # as scripts/bench_explain.py, whose figures the README quotes
+        config = PatchCoreConfig(input_size=128)  # as scripts/bench_explain.py, whose figures docs/measured.md quotes
     else:
         root, manifest_path, config = data / name, PROJECT / "data_manifests" / f"{name}.json", None
     if not (model / "model.json").is_file():

@@ -289,7 +289,7 @@ def model_time(setup: app_logic.DemoSetup, n: int) -> None:
 
 
 PATHS = {  # name: (one model pass, records on their own thread)
-    "two passes, record on the frame's path (the README's 30.5)": (False, False),
+    "two passes, record on the frame's path (the station app's 30.5 in docs/measured.md)": (False, False),
     "one pass, record on the frame's path (last session)": (True, False),
     "one pass, record on the writer thread (now)": (True, True),
 }

@@ -89,7 +89,7 @@ class BackboneChoice(click.Choice):  # type: ignore[type-arg]
     show_default=True,
     help="The anomaly map: the score grid's map averaged with a finer one (every 4 px, a second small bank of "
     "stride-4 stages, searched under the frame's highest fifth of coarse scores), or --coarse-map: the score's "
-    "grid alone (14x14 at 112 px). The score is the same either way (README, 'Sharper maps').",
+    "grid alone (14x14 at 112 px). The score is the same either way (docs/measured.md, 'Sharper maps').",
 )
 @click.option(
     "--fine-score",
@@ -97,7 +97,7 @@ class BackboneChoice(click.Choice):  # type: ignore[type-arg]
     default=None,
     help="An image score that also reads a second bank of stride-4 stages (thin defects): max or mean of "
     "the two scores over their good-image scales, or the fine one alone. Opt-in: it lost image AUROC on "
-    "pillQC's real defects (README, 'An image score at a finer scale').",
+    "pillQC's real defects (docs/measured.md, 'An image score at a finer scale').",
 )
 @click.option(
     "--target-frr",
@@ -187,7 +187,7 @@ def train_cmd(
     auto_keep = bool(keep_aspect)
     if input_size is None and input_width is None:
         # Elongated frames keep their aspect (112 px across): squashing a 250x627 commutator to a
-        # square cost ksdd 0.70 against 0.89 image AUROC (README, "Settings chosen per product").
+        # square cost ksdd 0.70 against 0.89 image AUROC (docs/measured.md, "Settings chosen per product").
         # The search starts from the same size by itself; this one serves when it does not run.
         auto_size, auto_width, rule_keep = default_input(m, root)
         auto_keep = rule_keep if keep_aspect is None else keep_aspect

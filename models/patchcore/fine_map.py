@@ -14,7 +14,7 @@ to the decision threshold, keeps its meaning.
 
 Alone, it localised worse than the score's grid on ksdd's real masks, which are wide regions
 around thin cracks. Averaged with the score grid's map (``blend``, ``map_blend="mean"``) it was
-level with it there and better on pasted defects (README, "Sharper maps"). Searching every fine
+level with it there and better on pasted defects (docs/measured.md, "Sharper maps"). Searching every fine
 cell cost up to 1.9x per frame with Grad-CAM, so the fine grid is searched only under the
 frame's highest coarse scores (``focused``): x1.1-1.2 per frame, and no worse a map. That focused
 blend is the default (``PatchCoreConfig``'s map settings); ``train --coarse-map`` leaves the
@@ -34,7 +34,7 @@ from models.components.nearest import nearest_neighbours, squared_norms
 
 # Training patches kept for the map's coreset (a random share of each batch). 50,000 rather than
 # 200,000: on pasted defects on crack and pillQC *training* images the map lost at most 0.003 of
-# (pixel AUROC + AUPRO) / 2 and crack's fit took 3.3 s instead of 9.8 s (README, "Sharper maps").
+# (pixel AUROC + AUPRO) / 2 and crack's fit took 3.3 s instead of 9.8 s (docs/measured.md, "Sharper maps").
 MAX_ROWS = 50_000
 UNIT_SAMPLE = 20_000  # training patches whose distances set the unit conversion
 
@@ -150,7 +150,7 @@ def focused(fm: FineMap, emb: torch.Tensor, coarse: torch.Tensor, focus: float) 
     coarse score times the frame's median fine/coarse ratio over the searched cells, so the two
     kinds of cell share one scale. On pasted defects on crack and pillQC training images this
     localised better than searching every cell (the coarse fill is smoother where the part is
-    normal) at a fifth of the search (README, "Sharper maps").
+    normal) at a fifth of the search (docs/measured.md, "Sharper maps").
     """
     b, c, h, w = emb.shape
     up = F.interpolate(coarse[:, None], size=(h, w), mode="nearest").reshape(b, h * w)
@@ -178,7 +178,7 @@ def blend(coarse: torch.Tensor, fine: torch.Tensor, how: str) -> torch.Tensor:
     "fine": the fine map alone (``train --fine-map``; sharper, but it lost on ksdd's real masks,
     drawn as wide regions around thin cracks). "mean": their average, chosen on pasted defects on
     crack and pillQC *training* images with both exact and widened masks, so that neither kind of
-    mask loses (``scripts/choose_map_blend.py``; README, "Sharper maps").
+    mask loses (``scripts/choose_map_blend.py``; docs/measured.md, "Sharper maps").
     """
     if how == "fine":
         return fine

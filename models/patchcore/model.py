@@ -65,7 +65,7 @@ class PatchCoreConfig:
     # stride-8 stages; None: the score's grid alone (model files from before it). Alone it lowered
     # ksdd's real-mask pixel AUROC (0.935 to 0.897); blended with the score grid's map and
     # searched under the frame's highest coarse scores (``map_focus``) it was better on ksdd's
-    # real masks and on pasted defects for x1.1-1.2 per frame with Grad-CAM (README, "Sharper maps").
+    # real masks and on pasted defects for x1.1-1.2 per frame with Grad-CAM (docs/measured.md, "Sharper maps").
     map_layers: tuple[str, ...] | str | None = "auto"
     map_stride: int = 4
     map_coreset_ratio: float = 0.025  # of 4x as many patches: a bank about the score bank's size
@@ -76,13 +76,13 @@ class PatchCoreConfig:
     map_sigma: float = 2.0
     # The share of the fine grid searched, under the frame's highest coarse scores (fine_map.focused);
     # None searches every cell (model files from before it). 0.2 was chosen on pasted defects on
-    # crack and pillQC training images (README, "Sharper maps").
+    # crack and pillQC training images (docs/measured.md, "Sharper maps").
     map_focus: float | None = 0.2
     standardize: bool = True  # z-score each channel with training statistics
     # Image score: 1 is the paper's (largest patch score, Eq. 7 reweighting); k > 1 the mean of
     # the k largest patch scores. Crack's own sweep ranked k = 5 first, but k >= 2 lowered ksdd's
     # image AUROC, so the setting does not carry from one product to another and the default stays
-    # the paper's score, which no test split chose (README, "Thresholds"). An engineer may set it.
+    # the paper's score, which no test split chose (docs/measured.md, "Thresholds"). An engineer may set it.
     score_topk: int = 1
     # An image score that also reads the fine bank (issue 11, models/patchcore/fine_score.py):
     # "max" / "sum" of the coarse and fine scores, each over its good-image scale (the

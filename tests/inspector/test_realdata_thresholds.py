@@ -35,7 +35,7 @@ def test_pillqc_threshold_promise_and_domain(tmp_path: Path) -> None:
     lower = 0.0 if k == 0 else float(beta.ppf(0.025, k, good.size - k + 1))
     assert lower <= res.frr.upper  # the unseen good images do not contradict the stated bound
     # Misses at the decision threshold: 10.5% when the largest leave-one-out score set it
-    # (normal0051), 3.3% with the tail fit (README, "Thresholds").
+    # (normal0051), 3.3% with the tail fit (docs/measured.md, "Thresholds").
     assert np.mean(ev.scores[ev.labels == 1] < inspector.thresholds.decision) < 0.05
     assert ev.report["out_of_domain"] == 0  # none of the product's own test frames is flagged
     frame = np.asarray(Image.open(root / manifest.split("test")[0].path).convert("L"))

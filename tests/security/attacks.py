@@ -1,7 +1,7 @@
 """The attacks of issue 12, each as a function over a fresh ``Lab``: (caught?, what was said).
 
 Shared by ``tests/security`` (every attack must be caught) and ``scripts/attack_audit.py``
-(prints the table for the README). "Caught" means refused by the store, or reported by verify
+(prints the table for docs/measured.md). "Caught" means refused by the store, or reported by verify
 naming the record and the actor; each function checks the specific refusal or report, so an
 unrelated error does not count as a catch.
 """
