@@ -81,6 +81,11 @@ class StageBars:
             bar.close()
         self.bars.clear()
 
+    def echo(self, message: str) -> None:
+        """Prints a line below the bars: an open bar would otherwise take the line's start."""
+        self.close()
+        click.echo(message)
+
 
 def write_json(path: Path, doc: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -393,7 +393,7 @@ def demo_cmd(workdir: Path | None, device: str) -> None:
 
     bars = StageBars(show_progress())
     try:
-        reports = demo_mod.run_demo(workdir, device=device, progress=bars, echo=click.echo)
+        reports = demo_mod.run_demo(workdir, device=device, progress=bars, echo=bars.echo)
     finally:
         bars.close()
     click.echo(
