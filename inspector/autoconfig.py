@@ -379,6 +379,8 @@ def select_config(
     bb = best.candidate.backbone if best else bbs[0]
     run("coreset", [Candidate(bb, ls, hw, st, r, keep) for r in rts])
     scored = scorer.scored
+    if progress:  # the greedy stages' total is known only now: the bar ends full, not at n/(n+1)
+        progress("settings search", len(scored), len(scored))
     chosen = pick(scored, allow_over_budget, tolerance, incumbent)
     refused = [s for s in scored if not s.within_budget]
     if chosen is None:

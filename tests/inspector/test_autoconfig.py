@@ -458,3 +458,20 @@ def test_a_tiny_positive_bound_does_not_read_as_zero() -> None:
 
     assert signed(0.0000123) == "+1.2e-05" and signed(-3e-6) == "-3.0e-06"
     assert signed(0.0247) == "+0.0247" and signed(0.0) == "+0.0000"
+
+
+def test_the_search_progress_ends_full(good_images) -> None:
+    """The greedy stages learn their total as they go; the last report must say the search is done."""
+    calls: list[tuple[str, int, int]] = []
+    _, sel = select_config(
+        good_images,
+        base=BASE,
+        pinned={"input_size": 64},
+        n_fit=8,
+        n_eval=4,
+        progress=lambda stage, done, total: calls.append((stage, done, total)),
+        **FAST,
+    )
+    search = [(d, t) for s, d, t in calls if s == "settings search"]
+    assert search and search[-1] == (len(sel.scored), len(sel.scored))
+    assert all(d <= t for d, t in search)
