@@ -273,10 +273,16 @@ def train_cmd(
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--manifest", type=click.Path(path_type=Path), required=True)
 @root_option
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the figures (and any warnings) to this JSON file.",
+)
 @device_option
-def eval_cmd(model_dir: Path, manifest: Path, root: Path, json_out: Path, device: str) -> None:
-    """Evaluate a model on the manifest's test split; write the figures as JSON.
+def eval_cmd(model_dir: Path, manifest: Path, root: Path, json_out: Path | None, device: str) -> None:
+    """Evaluate a model on the manifest's test split; print the figures (and write them as JSON with --json).
 
     Example: inspector eval --model models_out/pill --manifest data_manifests/pillqc.json
     --root ../shared/data/pillqc --json eval.json
@@ -296,7 +302,8 @@ def eval_cmd(model_dir: Path, manifest: Path, root: Path, json_out: Path, device
         ev = evaluate(inspector, m, root, progress=lambda a, b: bars("scoring", a, b))
     finally:
         bars.close()
-    write_json(json_out, {**ev.report, "warnings": warnings})
+    if json_out is not None:
+        write_json(json_out, {**ev.report, "warnings": warnings})
     click.echo(format_report(ev.report))
 
 

@@ -98,6 +98,9 @@ def test_manifest_train_eval_predict(synthetic_pills, tmp_path: Path) -> None:
     assert doc["n_normal"] == 10 and doc["n_anomalous"] == 8 and set(doc["per_defect"]) == {"chip", "dirt"}
     assert doc["pixel_auroc"] is None and doc["gradcam_pixel_auroc"] is None  # the folders manifest has no masks
     assert doc["masked_defects"] == 0 and doc["unmasked_defects"] == 8
+    code, printed = run("eval", "--model", str(model), "--manifest", str(man), "--root", str(root / "pill"))
+    assert code == 0, printed  # --json is optional: the figures are printed either way
+    assert f"image AUROC           {doc['image_auroc']:.4f}" in printed
     img = next((root / "pill" / "chip").iterdir())
     code, out = run("predict", "--model", str(model), "--out", str(tmp_path / "pred"), str(img))
     assert code == 0, out
