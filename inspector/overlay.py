@@ -16,6 +16,16 @@ COLORMAP = cv2.COLORMAP_JET
 GRADCAM_COLORMAP = cv2.COLORMAP_VIRIDIS
 
 
+def map_style(method: str, decision: float) -> tuple[int, float | None]:
+    """Palette and outline level of one method's panel, the same in the app, the CLI and the auditor.
+
+    Only the anomaly map is in score units, so only it is outlined at the decision threshold; an
+    explanation's map is a shape scaled to the score, and outlining it at the threshold would draw
+    a boundary that means nothing. Explanations keep their own palette.
+    """
+    return (COLORMAP, decision) if method == "anomaly" else (GRADCAM_COLORMAP, None)
+
+
 def normalise(amap: np.ndarray, low: float, high: float) -> np.ndarray:
     """Map values to [0, 1] over a fixed range."""
     if high <= low:

@@ -9,7 +9,7 @@ import numpy as np
 
 from inspector import explainers
 from inspector.audit import AuditStore
-from inspector.overlay import COLORMAP, GRADCAM_COLORMAP, panels
+from inspector.overlay import map_style, panels
 
 
 def decision_filters(
@@ -62,12 +62,16 @@ def recorded_view(store: AuditStore, inspection_id: int, display: int = 280) -> 
     except Exception:
         low, high = 0.0, rec.threshold * 1.5
     maps: list[tuple[str, np.ndarray, float, float, float | None]] = []
-    if rec.anomaly_map is not None:
-        maps.append(("anomaly map", rec.anomaly_map, low, max(high, low + 1e-6), rec.threshold))
+    cmaps: list[int] = []
+    shown = [("anomaly", "anomaly map", rec.anomaly_map)]
     if rec.gradcam is not None:  # recorded in score units (Explanation.display)
-        title = explainers.get(explainers.every_frame_method()).title
-        maps.append((title, rec.gradcam, low, max(high, low + 1e-6), None))
-    cmaps = [COLORMAP if title == "anomaly map" else GRADCAM_COLORMAP for title, *_ in maps]
+        method = explainers.every_frame_method()
+        shown.append((method, explainers.get(method).title, rec.gradcam))
+    for method, title, m in shown:
+        if m is not None:
+            cmap, level = map_style(method, rec.threshold)
+            maps.append((title, m, low, max(high, low + 1e-6), level))
+            cmaps.append(cmap)
     return panels(rec.frame, maps, header=header, display=display, colormaps=cmaps), caption
 
 

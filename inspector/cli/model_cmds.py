@@ -340,7 +340,7 @@ def predict_cmd(
     from inspector.domain import OUT_OF_DOMAIN_LABEL
     from inspector.explain import Explainer
     from inspector.images import read_image_with_format
-    from inspector.overlay import panels
+    from inspector.overlay import map_style, panels
     from inspector.pipeline import Inspector
 
     inspector = Inspector.load(model_dir, device)
@@ -369,13 +369,15 @@ def predict_cmd(
         )
         write_json(out / f"{path.stem}.json", doc)
         grad_title = "Grad-CAM" + (f" (agreement {e.agreement:.2f})" if e.agreement is not None else "")
+        styles = [map_style("anomaly", t.decision), map_style("gradcam", t.decision)]
         png = panels(
             frame,
             [
-                ("anomaly map", r.anomaly_map, t.map_low, t.map_high, t.decision),
-                (grad_title, e.display("gradcam"), t.map_low, t.map_high, t.decision),
+                ("anomaly map", r.anomaly_map, t.map_low, t.map_high, styles[0][1]),
+                (grad_title, e.display("gradcam"), t.map_low, t.map_high, styles[1][1]),
             ],
             header=header(e),
+            colormaps=[cmap for cmap, _ in styles],
         )
         cv2.imwrite(str(out / f"{path.stem}.png"), cv2.cvtColor(png, cv2.COLOR_RGB2BGR))
         if r.out_of_domain is not None:

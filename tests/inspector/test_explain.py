@@ -188,3 +188,32 @@ def test_predict_writes_a_three_panel_png(trained_tiny: Path, synthetic_pills, t
     assert png.shape[1] == 320 + 2 * (320 + 56) + 2 * 6
     doc = json.loads((tmp_path / f"{img.stem}.json").read_text())
     assert {"score", "threshold", "verdict", "latency_ms", "frame_sha256", "model", "agreement"} <= set(doc)
+
+
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_explanations_keep_their_own_palette_and_no_threshold_outline(
+    command: str, trained_tiny: Path, synthetic_pills, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in the station and the auditor: only the anomaly map (score units) is outlined at the threshold."""
+    import inspector.overlay as overlay
+
+    drawn: list[tuple[str, float | None, int]] = []
+    real = overlay.panels
+
+    def recording(frame, maps, *args, colormaps=None, **kwargs):
+        cmaps = colormaps or [overlay.COLORMAP] * len(maps)
+        drawn.extend((title, level, cmap) for (title, _, _, _, level), cmap in zip(maps, cmaps, strict=True))
+        return real(frame, maps, *args, colormaps=colormaps, **kwargs)
+
+    monkeypatch.setattr(overlay, "panels", recording)
+    root, _, _ = synthetic_pills
+    img = sorted((root / "pill" / "chip").glob("*.png"))[0]
+    extra = ("--method", "anomaly,gradcam") if command == "explain" else ()
+    code, out = run(command, "--model", str(trained_tiny), *extra, "--out", str(tmp_path), str(img))
+    assert code == 0, out
+    decision = Inspector.load(trained_tiny, "cpu").thresholds.decision
+    anomaly = [d for d in drawn if d[0].startswith("anomaly")]
+    gradcam = [d for d in drawn if d[0].startswith("Grad-CAM")]
+    assert anomaly and gradcam
+    assert all(level == pytest.approx(decision) and cmap == overlay.COLORMAP for _, level, cmap in anomaly)
+    assert all(level is None and cmap == overlay.GRADCAM_COLORMAP for _, level, cmap in gradcam)
