@@ -44,7 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -108,15 +108,24 @@ def pasted_split(images: list[np.ndarray], seed: int) -> tuple[list[np.ndarray],
     return fit, held + bad, np.r_[np.zeros(len(held)), np.ones(len(bad))]
 
 
+def pasted_runs(data: Path, name: str) -> Iterator[tuple[int, PatchCoreConfig, list, list, np.ndarray]]:
+    """Per seed: the product's config, fit images, evaluation images and labels (``pasted_split``)."""
+    _, _, images, config = product(data, name)
+    for seed in SEEDS:
+        yield (seed, config, *pasted_split(images, seed))
+
+
+def _show(label: str, res: dict[str, float]) -> None:
+    print(f"  {label}: " + json.dumps({k: round(v, 4) for k, v in res.items()}), flush=True)
+
+
 def _smooth(m: np.ndarray, sigma: int) -> np.ndarray:
     return m if sigma == 0 else cv2.GaussianBlur(m.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
 
 
 def location_part(data: Path, name: str) -> dict[str, Any]:
-    _, _, images, config = product(data, name)
     out: dict[str, Any] = {}
-    for seed in SEEDS:
-        fit, evaluation, labels = pasted_split(images, seed)
+    for seed, config, fit, evaluation, labels in pasted_runs(data, name):
         model = fitted(config, fit)
         _, good_grids = scored(model, fit, leave_one_out=True)
         score, grids = scored(model, evaluation)
@@ -137,7 +146,7 @@ def location_part(data: Path, name: str) -> dict[str, Any]:
                 res[f"{key} s{sigma}"] = roc_auc_score(labels, v.reshape(flat).max(1))
         res["place share of spread"] = float(good_grids.mean(0).var() / good_grids.var())
         out[f"seed {seed}"] = res
-        print(f"  {name} seed {seed}: " + json.dumps({k: round(v, 4) for k, v in res.items()}), flush=True)
+        _show(f"{name} seed {seed}", res)
     return out
 
 
@@ -152,13 +161,11 @@ def _ensemble(config: PatchCoreConfig, fit: list[np.ndarray], evaluation: list[n
 
 
 def ensemble_part(data: Path, name: str) -> dict[str, Any]:
-    _, _, images, config = product(data, name)
     out: dict[str, Any] = {}
-    for seed in SEEDS:
-        fit, evaluation, labels = pasted_split(images, seed)
+    for seed, config, fit, evaluation, labels in pasted_runs(data, name):
         res = {k: roc_auc_score(labels, v) for k, v in _ensemble(config, fit, evaluation).items()}
         out[f"seed {seed}"] = res
-        print(f"  {name} seed {seed}: " + json.dumps({k: round(v, 4) for k, v in res.items()}), flush=True)
+        _show(f"{name} seed {seed}", res)
     return out
 
 
@@ -168,7 +175,7 @@ def ensemble_check(data: Path, name: str) -> dict[str, Any]:
     labels = np.array([it.is_anomalous for it in test], dtype=int)
     per = _ensemble(config, images, load_items(test, root, check_sha=False))
     res = {k: roc_auc_score(labels, v) for k, v in per.items()}
-    print(f"  {name} test split: " + json.dumps({k: round(v, 4) for k, v in res.items()}), flush=True)
+    _show(f"{name} test split", res)
     return res
 
 
@@ -197,16 +204,11 @@ def _mirrored(
 
 
 def augment_part(data: Path, name: str) -> dict[str, Any]:
-    _, _, images, config = product(data, name)
     out: dict[str, Any] = {}
-    for seed in SEEDS:
-        fit, evaluation, labels = pasted_split(images, seed)
+    for seed, config, fit, evaluation, labels in pasted_runs(data, name):
         for regime, n in (("all", len(fit)), ("40 images", 40)):
-            res = _mirrored(config, fit[:n], evaluation, labels)
-            out[f"seed {seed}, {regime}"] = res
-            print(
-                f"  {name} seed {seed}, {regime}: " + json.dumps({k: round(v, 4) for k, v in res.items()}), flush=True
-            )
+            out[f"seed {seed}, {regime}"] = res = _mirrored(config, fit[:n], evaluation, labels)
+            _show(f"{name} seed {seed}, {regime}", res)
     return out
 
 
@@ -219,7 +221,7 @@ def augment_check(data: Path, name: str) -> dict[str, Any]:
     out = {}
     for regime, fit in (("all", images), ("40 images", few)):
         out[regime] = _mirrored(config, fit, evaluation, labels)
-        print(f"  {name} test split, {regime}: " + json.dumps({k: round(v, 4) for k, v in out[regime].items()}))
+        _show(f"{name} test split, {regime}", out[regime])
     return out
 
 
