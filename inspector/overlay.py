@@ -7,6 +7,7 @@ stretched to each frame's maximum, so a good part looks calm and two frames comp
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -154,3 +155,22 @@ def panels(
     for t in tiles:
         row += [t, gap]
     return np.hstack(row[:-1])
+
+
+def method_panels(
+    image: np.ndarray,
+    shown: Sequence[tuple[str, str, np.ndarray]],
+    low: float,
+    high: float,
+    decision: float,
+    **kwargs: Any,
+) -> np.ndarray:
+    """``panels`` for (method, title, map) entries, each styled by ``map_style``: one rule for the
+    CLI's pictures and the auditor's recorded frames."""
+    maps: list[tuple[str, np.ndarray, float, float, float | None]] = []
+    cmaps: list[int] = []
+    for method, title, m in shown:
+        cmap, level = map_style(method, decision)
+        maps.append((title, m, low, high, level))
+        cmaps.append(cmap)
+    return panels(image, maps, colormaps=cmaps, **kwargs)

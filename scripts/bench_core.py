@@ -9,7 +9,6 @@ false-reject and miss rates, fit time and milliseconds per image at batch 1 and 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from inspector.cli.common import write_json  # noqa: E402
 from inspector.evaluation import evaluate  # noqa: E402
 from inspector.manifest import load_manifest  # noqa: E402
 from inspector.pipeline import Inspector  # noqa: E402
@@ -76,8 +76,7 @@ def main() -> int:
               f"{r['miss_rate']:>6.3f} {r['fit_s']:>6.1f} {r['ms_b1']:>6.1f} {r['ms_b8']:>6.1f}  "
               f">= {TARGETS.get(name, 0)} {'met' if ok else 'NOT met'}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
     return 0
 
 

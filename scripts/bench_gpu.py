@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from inspector.analysis import FrameAnalyser  # noqa: E402
 from inspector.autoconfig import default_input_hw  # noqa: E402
+from inspector.cli.common import write_json  # noqa: E402
 from inspector.evaluation import evaluate  # noqa: E402
 from inspector.manifest import load_manifest  # noqa: E402
 from inspector.pipeline import Inspector  # noqa: E402
@@ -139,8 +140,7 @@ def main() -> int:
     for key, r in results.items():
         print(f"{key:<28}" + "".join(f"{r[c]:>20}" for c in cols))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
     if failed:
         print(f"FAILED: {', '.join(failed)}")
     return 1 if failed else 0

@@ -19,7 +19,6 @@ round-off), and prints the median and the fastest ms per frame of each, rounds i
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import models.components.nearest as nearest  # noqa: E402
 from inspector.analysis import FrameAnalyser  # noqa: E402
 from inspector.autoconfig import default_input_hw  # noqa: E402
+from inspector.cli.common import write_json  # noqa: E402
 from inspector.images import read_image  # noqa: E402
 from inspector.manifest import load_manifest  # noqa: E402
 from inspector.pipeline import Inspector  # noqa: E402
@@ -132,8 +132,7 @@ def main() -> int:
             continue
         report[name] = bench(args.data, name, args.frames, args.rounds)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        write_json(args.json, report)
     return 0
 
 

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from choose_map_blend import SETS, loose  # noqa: E402
 
 from inspector import metrics  # noqa: E402
+from inspector.cli.common import write_json  # noqa: E402
 from inspector.evaluation import eval_grid, frame_masks, to_grid  # noqa: E402
 from inspector.manifest import load_manifest, require_training_items  # noqa: E402
 from inspector.preprocess import to_batch  # noqa: E402
@@ -235,8 +236,7 @@ def main() -> int:
         for name in ("crack", "pillqc", "ksdd"):
             report[name] = check_set(name, args.data / name)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        write_json(args.json, report)
     return 0
 
 

@@ -67,6 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from inspector.analysis import FrameAnalyser  # noqa: E402
+from inspector.cli.common import write_json  # noqa: E402
 from inspector.evaluation import evaluate  # noqa: E402
 from inspector.manifest import require_training_items  # noqa: E402
 from inspector.pipeline import Inspector  # noqa: E402
@@ -246,8 +247,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench_multiscale_") as tmp:
             report["check"] = check_part(args.data, variant.split(","), args.frames, Path(tmp))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        write_json(args.json, report)
     return 0
 
 

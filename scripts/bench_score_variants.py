@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from inspector.autoconfig import default_input_hw  # noqa: E402
+from inspector.cli.common import write_json  # noqa: E402
 from inspector.manifest import Manifest, load_manifest, require_training_items  # noqa: E402
 from inspector.synthetic_defects import defective_set  # noqa: E402
 from inspector.training import batches, load_items  # noqa: E402
@@ -169,11 +170,17 @@ def ensemble_part(data: Path, name: str) -> dict[str, Any]:
     return out
 
 
-def ensemble_check(data: Path, name: str) -> dict[str, Any]:
+def real_test(data: Path, name: str) -> tuple[list[np.ndarray], PatchCoreConfig, list[np.ndarray], np.ndarray]:
+    """The product's training images and config, its real test images and their labels (checks only)."""
     manifest, root, images, config = product(data, name)
     test = manifest.split("test")
     labels = np.array([it.is_anomalous for it in test], dtype=int)
-    per = _ensemble(config, images, load_items(test, root, check_sha=False))
+    return images, config, load_items(test, root, check_sha=False), labels
+
+
+def ensemble_check(data: Path, name: str) -> dict[str, Any]:
+    images, config, evaluation, labels = real_test(data, name)
+    per = _ensemble(config, images, evaluation)
     res = {k: roc_auc_score(labels, v) for k, v in per.items()}
     _show(f"{name} test split", res)
     return res
@@ -213,10 +220,7 @@ def augment_part(data: Path, name: str) -> dict[str, Any]:
 
 
 def augment_check(data: Path, name: str) -> dict[str, Any]:
-    manifest, root, images, config = product(data, name)
-    test = manifest.split("test")
-    labels = np.array([it.is_anomalous for it in test], dtype=int)
-    evaluation = load_items(test, root, check_sha=False)
+    images, config, evaluation, labels = real_test(data, name)
     few = [images[i] for i in np.sort(np.random.default_rng(0).permutation(len(images))[:40])]
     out = {}
     for regime, fit in (("all", images), ("40 images", few)):
@@ -249,8 +253,7 @@ def main() -> int:
             continue
         report[name] = run(args.data, name)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        write_json(args.json, report)
     return 0
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from inspector import explainers
 from inspector.audit import AuditStore
-from inspector.overlay import map_style, panels
+from inspector.overlay import method_panels
 
 
 def decision_filters(
@@ -61,18 +61,12 @@ def recorded_view(store: AuditStore, inspection_id: int, display: int = 280) -> 
         caption += explanation_note(model.metrics)
     except Exception:
         low, high = 0.0, rec.threshold * 1.5
-    maps: list[tuple[str, np.ndarray, float, float, float | None]] = []
-    cmaps: list[int] = []
-    shown = [("anomaly", "anomaly map", rec.anomaly_map)]
+    shown = [("anomaly", "anomaly map", rec.anomaly_map)] if rec.anomaly_map is not None else []
     if rec.gradcam is not None:  # recorded in score units (Explanation.display)
         method = explainers.every_frame_method()
         shown.append((method, explainers.get(method).title, rec.gradcam))
-    for method, title, m in shown:
-        if m is not None:
-            cmap, level = map_style(method, rec.threshold)
-            maps.append((title, m, low, max(high, low + 1e-6), level))
-            cmaps.append(cmap)
-    return panels(rec.frame, maps, header=header, display=display, colormaps=cmaps), caption
+    png = method_panels(rec.frame, shown, low, max(high, low + 1e-6), rec.threshold, header=header, display=display)
+    return png, caption
 
 
 def explanation_note(metrics: dict[str, Any]) -> str:

@@ -25,12 +25,12 @@ def header(e: Explanation) -> str:
 
 
 def method_panel(frame: np.ndarray, e: Explanation, method: str, inspector: Inspector, opacity: float) -> np.ndarray:
-    """frame | one method's overlay, in the model's fixed colour range (``overlay.map_style``).
+    """frame | one method's overlay, in the model's fixed colour range (``overlay.method_panels``).
 
     The title comes from the method's registration, with its cost in ms where it was timed.
     """
     from inspector import explainers
-    from inspector.overlay import map_style, panels
+    from inspector.overlay import method_panels
 
     t = inspector.thresholds
     title = explainers.get(method).title
@@ -41,13 +41,14 @@ def method_panel(frame: np.ndarray, e: Explanation, method: str, inspector: Insp
         title = title.replace("the defect type", f"'{best}'")
     if method in e.ms:
         title += f", {e.ms[method]:.0f} ms"
-    cmap, level = map_style(method, t.decision)
-    return panels(
+    return method_panels(
         frame,
-        [(title, e.display(method), t.map_low, t.map_high, level)],
+        [(method, title, e.display(method))],
+        t.map_low,
+        t.map_high,
+        t.decision,
         header=header(e),
         opacity=opacity,
-        colormaps=[cmap],
     )
 
 

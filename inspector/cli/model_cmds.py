@@ -340,7 +340,7 @@ def predict_cmd(
     from inspector.domain import OUT_OF_DOMAIN_LABEL
     from inspector.explain import Explainer
     from inspector.images import read_image_with_format
-    from inspector.overlay import map_style, panels
+    from inspector.overlay import method_panels
     from inspector.pipeline import Inspector
 
     inspector = Inspector.load(model_dir, device)
@@ -369,16 +369,8 @@ def predict_cmd(
         )
         write_json(out / f"{path.stem}.json", doc)
         grad_title = "Grad-CAM" + (f" (agreement {e.agreement:.2f})" if e.agreement is not None else "")
-        styles = [map_style("anomaly", t.decision), map_style("gradcam", t.decision)]
-        png = panels(
-            frame,
-            [
-                ("anomaly map", r.anomaly_map, t.map_low, t.map_high, styles[0][1]),
-                (grad_title, e.display("gradcam"), t.map_low, t.map_high, styles[1][1]),
-            ],
-            header=header(e),
-            colormaps=[cmap for cmap, _ in styles],
-        )
+        shown = [("anomaly", "anomaly map", r.anomaly_map), ("gradcam", grad_title, e.display("gradcam"))]
+        png = method_panels(frame, shown, t.map_low, t.map_high, t.decision, header=header(e))
         cv2.imwrite(str(out / f"{path.stem}.png"), cv2.cvtColor(png, cv2.COLOR_RGB2BGR))
         if r.out_of_domain is not None:
             click.echo(f"{path}: {OUT_OF_DOMAIN_LABEL}, routed to review: {r.out_of_domain} (score {r.score:.4f})")
